@@ -1,0 +1,1 @@
+"""Shared test and benchmark support: the ComfyUI host, random-weight models, test data."""

@@ -135,7 +135,14 @@ class LoadVideo(io.ComfyNode):
             progress.update_absolute(index + 1)
 
         frames = video_io.decode_frames(path, selection, size, resize_mode, on_frame=on_frame)
-        return io.NodeOutput(frames, len(selection), video_io.video_info_dict(info, selection, size))
+        summary = (
+            f"{len(selection)} frames at {selection.fps:g} fps, {size[0]}x{size[1]} "
+            f"(source: {info.frame_count} frames at {info.fps:g} fps, {info.width}x{info.height})"
+        )
+        return io.NodeOutput(
+            frames, len(selection), video_io.video_info_dict(info, selection, size),
+            ui=ui.PreviewText(summary),  # shown on the node by web/ocd_video.js
+        )
 
 
 class SaveVideo(io.ComfyNode):
@@ -208,4 +215,37 @@ class SaveVideo(io.ComfyNode):
         return io.NodeOutput(relative, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)]))
 
 
-NODES = [LoadVideo, SaveVideo]
+class VideoInfoNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_VideoInfo",
+            display_name="Video Info (OCD)",
+            category="OCD/video",
+            description="Splits a video_info into numbers, e.g. to save at the rate the clip was loaded at.",
+            inputs=[
+                VideoInfo.Input("video_info", tooltip="The video_info output of Load Video (OCD) or VideoHelperSuite."),
+                io.Combo.Input(
+                    "which", options=["loaded", "source"], default="loaded",
+                    tooltip="loaded: the frames as loaded (after selection and resizing); source: the file.",
+                ),
+            ],
+            outputs=[
+                io.Float.Output(display_name="fps"),
+                io.Int.Output(display_name="frame_count"),
+                io.Float.Output(display_name="duration"),
+                io.Int.Output(display_name="width"),
+                io.Int.Output(display_name="height"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, video_info: dict, which: str) -> io.NodeOutput:
+        keys = ("fps", "frame_count", "duration", "width", "height")
+        missing = [f"{which}_{k}" for k in keys if f"{which}_{k}" not in video_info]
+        if missing:
+            raise OCDInputError("video_info", f"lacks the keys {missing}; connect a Load Video output")
+        return io.NodeOutput(*(video_info[f"{which}_{k}"] for k in keys))
+
+
+NODES = [LoadVideo, SaveVideo, VideoInfoNode]

@@ -1,0 +1,28 @@
+"""One real ComfyUI server per test run, with the pack, test clips and a mini SD1.5 checkpoint."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_base_directory
+from tests.support.server import ComfyServer
+
+MINI_CHECKPOINT = "ocd-test-mini-sd15.safetensors"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, test_videos, comfy):
+    base = make_base_directory(tmp_path_factory.mktemp("comfy_server"), test_videos)
+    # Random weights, built through ComfyUI's classes once per run; never committed.
+    from tests.support.random_models import write_mini_sd15_checkpoint
+
+    write_mini_sd15_checkpoint(base / "models" / "checkpoints" / MINI_CHECKPOINT, seed=0)
+    # --cache-none: identical prompts must run again, not be answered from the cache
+    srv = ComfyServer(base, extra_args=("--cache-none",)).start()
+    srv.base = base
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(server):
+    return server.get("/object_info")

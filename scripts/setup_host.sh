@@ -114,4 +114,21 @@ with zipfile.ZipFile(whl) as z:
 PY
 fi
 
+# 6. Headless browser for the editor's browser test (Debian's chromium + chromedriver) ----------
+# Optional: without it only tests/e2e/test_sam_editor_browser.py skips (it prints why).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver (apt)"
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo -n); }
+    if ! { "${sudo_cmd[@]}" apt-get update -q >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends \
+                chromium chromium-driver >/dev/null; }; then
+      log "WARNING: could not install chromium/chromium-driver; the browser test will be skipped"
+    fi
+  else
+    log "WARNING: no apt-get here; the browser test will be skipped"
+  fi
+fi
+
 log "ready: python=$venv/bin/python comfyui=$comfy"

@@ -65,6 +65,24 @@ def comfy(tmp_path_factory, test_videos):
 
 
 @pytest.fixture(scope="session")
+def mini_sd15_checkpoint(tmp_path_factory, comfy) -> Path:
+    """A random-weight checkpoint CheckpointLoaderSimple detects as SD1.5, written once per run."""
+    from tests.support.random_models import write_mini_sd15_checkpoint
+
+    return write_mini_sd15_checkpoint(tmp_path_factory.mktemp("models") / "ocd-test-mini-sd15.safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def mini_sd15(mini_sd15_checkpoint):
+    """(model, clip, vae) of the mini SD1.5 checkpoint, loaded in-process."""
+    import comfy.sd
+
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(mini_sd15_checkpoint), output_vae=True,
+                                                                output_clip=True)
+    return model, clip, vae
+
+
+@pytest.fixture(scope="session")
 def ocd_nodes(comfy):
     """The pack loaded as ComfyUI loads it; maps node id -> node class."""
     import nodes

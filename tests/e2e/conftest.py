@@ -10,12 +10,10 @@ MINI_CHECKPOINT = "ocd-test-mini-sd15.safetensors"
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, test_videos, comfy):
+def server(tmp_path_factory, test_videos, mini_sd15_checkpoint):
     base = make_base_directory(tmp_path_factory.mktemp("comfy_server"), test_videos)
-    # Random weights, built through ComfyUI's classes once per run; never committed.
-    from tests.support.random_models import write_mini_sd15_checkpoint
-
-    write_mini_sd15_checkpoint(base / "models" / "checkpoints" / MINI_CHECKPOINT, seed=0)
+    # Random weights, built through ComfyUI's classes once per run (tests/conftest.py); never committed.
+    (base / "models" / "checkpoints" / MINI_CHECKPOINT).symlink_to(mini_sd15_checkpoint)
     # --cache-none: identical prompts must run again, not be answered from the cache
     srv = ComfyServer(base, extra_args=("--cache-none",)).start()
     srv.base = base

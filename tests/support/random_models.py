@@ -157,3 +157,23 @@ def write_mini_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
     safetensors.torch.save_file(mini_sd15_state_dict(seed), str(tmp))
     tmp.replace(path)
     return path
+
+
+@torch.no_grad()
+def smooth_time_dependence_(model_patcher, max_frequency: float = 0.005):
+    """Make a random UNet's output vary slowly with the noise level, in place.
+
+    A random network reads all of the sinusoidal timestep embedding, including components
+    that oscillate once every few timesteps, so its probability-flow ODE is rough in sigma
+    and solvers reach their asymptotic order only at thousands of steps. A trained model is
+    smooth in time; zeroing the weights that read frequencies above ``max_frequency``
+    (radians per timestep) gives a random model that is too, so solver orders can be
+    measured at affordable step counts.
+    """
+    unet = model_patcher.model.diffusion_model
+    first = unet.time_embed[0]
+    half = first.weight.shape[1] // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    fast = torch.cat([freqs, freqs]) > max_frequency  # [cos | sin] halves
+    first.weight[:, fast] = 0.0
+    return model_patcher

@@ -1,0 +1,233 @@
+"""Inversion nodes: DDIM / DPM++ 2M inversion of video latents and editing from it.
+
+Thin wrappers over ocd.inversion_sampler (ComfyUI glue) and ocd.inversion (the solvers).
+"""
+from __future__ import annotations
+
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..ocd import inversion, inversion_sampler
+from ..ocd.errors import OCDInputError
+
+InversionRecord = io.Custom("OCD_INVERSION")
+
+
+def _check_record(inversion) -> None:
+    # duck-typed: a record made by another copy of the module (a reload) is still a record
+    if not all(hasattr(inversion, a) for a in ("generation_sigmas", "latent_shape", "extras")):
+        raise OCDInputError("inversion", "must come from Invert Latents (OCD)")
+
+
+def _progress(model, steps: int):
+    # core's callback: progress bar + latent previews; every update is an interrupt point
+    return latent_preview.prepare_callback(model, steps)
+
+
+class InvertLatents(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_InvertLatents",
+            display_name="Invert Latents (OCD)",
+            category="OCD/inversion",
+            description="Runs the diffusion ODE backwards from a video's latents to noise with the "
+            "source prompt (DDIM or DPM++ 2M), so an editing pass can start from it and keep the "
+            "video's structure. Outputs the inverted latent and a record for the editing node.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to invert with; the editing pass must use the same base model."),
+                io.Latent.Input("latent", tooltip="The encoded video frames (VAE Encode of Load Video's frames)."),
+                io.Conditioning.Input("positive", tooltip="The SOURCE prompt: what the video shows now."),
+                io.Combo.Input(
+                    "solver", options=list(inversion.SOLVERS), default="dpmpp_2m",
+                    tooltip="ddim: first order (FateZero used 50 steps); dpmpp_2m: second order, as "
+                    "accurate in fewer steps (20).",
+                ),
+                io.Int.Input("steps", default=20, min=1, max=1000,
+                             tooltip="Inversion steps; the editing pass uses the same schedule."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                               tooltip="How the noise levels are spaced (same choices as KSampler)."),
+                io.Float.Input(
+                    "cfg", default=1.0, min=0.0, max=30.0, step=0.1, round=0.01,
+                    tooltip="Guidance during inversion. 1.0 (no guidance) inverts the ODE faithfully; "
+                    "higher values drift from the input.",
+                ),
+                io.Float.Input(
+                    "inversion_depth", default=1.0, min=0.01, max=1.0, step=0.01,
+                    tooltip="How far to invert, like KSampler's denoise: 1.0 = all the way to noise; "
+                    "lower keeps more of the input and edits less.",
+                ),
+                io.Float.Input(
+                    "record_attention", default=0.8, min=0.0, max=1.0, step=0.05,
+                    tooltip="Record self-attention for this fraction of the editing steps (FateZero: "
+                    "0.8), for Edit From Inversion's attention fusion; 0 = record nothing. Memory "
+                    "grows with frames x steps x tokens^2: token merging shrinks it.",
+                ),
+                io.Int.Input(
+                    "max_record_tokens", default=1024, min=1, max=65536,
+                    tooltip="Record only layers with at most this many tokens per attention query set "
+                    "(1024 = 32x32, FateZero's choice; at 512x512 the 64x64 layers are skipped).",
+                ),
+                io.Boolean.Input(
+                    "record_cross_attention", default=True,
+                    tooltip="Also record where each prompt word is attended (small: head-averaged), "
+                    "for Cross-Attention Mask (OCD).",
+                ),
+                io.Boolean.Input(
+                    "offload_record", default=False,
+                    tooltip="Keep the attention record in CPU RAM instead of on the GPU (slower, for "
+                    "long clips). It is always half precision.",
+                ),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="Negative prompt; only needed when cfg is not 1."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="inverted_latent", tooltip="The latent at the starting noise level of the edit."),
+                InversionRecord.Output(display_name="inversion",
+                                       tooltip="Schedule, solver and source of this inversion, for Edit From Inversion."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, positive, solver, steps, scheduler, cfg, inversion_depth,
+                record_attention, max_record_tokens, record_cross_attention, offload_record, negative=None):
+        samples = latent["samples"]
+        inverted, record = inversion_sampler.invert(
+            model, samples, positive, negative, solver=solver, steps=steps, scheduler=scheduler,
+            cfg=cfg, depth=inversion_depth, callback=_progress(model, steps),
+            record_attention=record_attention, max_record_tokens=max_record_tokens,
+            record_device="cpu" if offload_record else None, record_cross_attention=record_cross_attention,
+        )
+        out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
+        out["samples"] = inverted
+        return io.NodeOutput(out, record)
+
+
+class EditFromInversion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_EditFromInversion",
+            display_name="Edit From Inversion (OCD)",
+            category="OCD/inversion",
+            description="Denoises an inverted latent with the TARGET prompt along the inversion's own "
+            "schedule and solver. With the source prompt and cfg 1 it reconstructs the input.",
+            inputs=[
+                io.Model.Input("model", tooltip="The editing model (may carry OCD attention/merging patches); same base weights as the inversion."),
+                io.Custom("OCD_INVERSION").Input("inversion", tooltip="The record from Invert Latents (OCD)."),
+                io.Latent.Input("inverted_latent", tooltip="The inverted latent from Invert Latents (OCD)."),
+                io.Conditioning.Input("positive", tooltip="The TARGET prompt: what the video should become."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="Guidance scale of the edit (FateZero used 7.5)."),
+                io.Float.Input(
+                    "self_replace", default=0.8, min=0.0, max=1.0, step=0.05,
+                    tooltip="Use the inversion's recorded self-attention for this fraction of the steps "
+                    "(keeps structure and motion; FateZero: 0.8). 0 = plain sampling.",
+                ),
+                io.Mask.Input(
+                    "blend_mask", optional=True,
+                    tooltip="The edited object (one mask per frame or one for all): its tokens keep their "
+                    "own attention so its shape may change; elsewhere the recorded attention is used.",
+                ),
+            ],
+            outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],
+        )
+
+    @classmethod
+    def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, blend_mask=None):
+        _check_record(inversion)
+        if blend_mask is not None:
+            blend_mask = blend_mask.reshape(-1, *blend_mask.shape[-2:])
+            frames = inversion.latent_shape[0]
+            if blend_mask.shape[0] not in (1, frames):
+                raise OCDInputError("blend_mask", f"has {blend_mask.shape[0]} frames; give 1 or {frames}")
+        samples, _ = inversion_sampler.edit(
+            model, inversion, inverted_latent["samples"], positive, negative, cfg=cfg,
+            callback=_progress(model, inversion.steps), noise_mask=inverted_latent.get("noise_mask"),
+            self_replace=self_replace, blend_mask=blend_mask,
+        )
+        out = dict(inverted_latent)
+        out["samples"] = samples
+        return io.NodeOutput(out)
+
+
+class InversionSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_InversionSampler",
+            display_name="Inversion Sampler (OCD)",
+            category="OCD/inversion",
+            description="A deterministic SAMPLER for SamplerCustomAdvanced that integrates in the "
+            "direction its sigmas run: with FlipSigmas it inverts, with ordinary sigmas it generates. "
+            "Use Disable Noise with it.",
+            inputs=[
+                io.Combo.Input("solver", options=list(inversion.SOLVERS), default="dpmpp_2m",
+                               tooltip="ddim (first order) or dpmpp_2m (second order multistep)."),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, solver):
+        return io.NodeOutput(inversion_sampler.ocd_sampler(solver))
+
+
+def _token_ids(clip, text: str) -> list[int]:
+    """The prompt's token ids as the text encoder sees them (chunks of 77 concatenated)."""
+    tokens = clip.tokenize(text)
+    chunks = next(iter(tokens.values()))  # SD1.5: {"l": [[(id, weight), ...], ...]}
+    return [int(t[0]) for chunk in chunks for t in chunk]
+
+
+class CrossAttentionMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_CrossAttentionMask",
+            display_name="Cross-Attention Mask (OCD)",
+            category="OCD/inversion",
+            description="A per-frame mask of where the source prompt's words (e.g. 'car') were attended "
+            "during inversion: a saliency mask that needs no extra model.",
+            inputs=[
+                InversionRecord.Input("inversion", tooltip="From Invert Latents (OCD) with record_cross_attention on."),
+                io.Clip.Input("clip", tooltip="The CLIP that encoded the source prompt (to find the words' tokens)."),
+                io.String.Input("source_prompt", multiline=True,
+                                tooltip="The source prompt exactly as given to the inversion's CLIP Text Encode."),
+                io.String.Input("words", default="",
+                                tooltip="The words of the object, comma separated, as they appear in the prompt."),
+                io.Float.Input("threshold", default=0.3, min=0.0, max=1.0, step=0.01,
+                               tooltip="Per-frame normalised attention above this is the object."),
+                io.Int.Input("dilation", default=8, min=0, max=256,
+                             tooltip="Grow the mask by this many pixels (object-centric methods want some margin)."),
+            ],
+            outputs=[io.Mask.Output(tooltip="[frames, height, width] at the image size of the inverted latent.")],
+        )
+
+    @classmethod
+    def execute(cls, inversion, clip, source_prompt, words, threshold, dilation):
+        from ..ocd.attention_fusion import cross_attention_mask, word_token_positions
+
+        _check_record(inversion)
+        record = inversion.extras.get(inversion_sampler.CROSS_ATTENTION)
+        if record is None:
+            raise OCDInputError("inversion", "has no cross-attention record: set record_cross_attention on "
+                                "Invert Latents (OCD)")
+        words_list = [w.strip() for w in words.split(",") if w.strip()]
+        if not words_list:
+            raise OCDInputError("words", "is empty: name the object, e.g. 'car'")
+        prompt_ids = _token_ids(clip, source_prompt)
+        special = set(_token_ids(clip, ""))  # start, end and padding tokens
+        positions = []
+        for word in words_list:
+            ids = [t for t in _token_ids(clip, word) if t not in special]
+            positions += word_token_positions(prompt_ids, ids)
+        _, _, h, w = inversion.latent_shape
+        mask = cross_attention_mask(record, sorted(set(positions)), (h * 8, w * 8), threshold, dilation)
+        return io.NodeOutput(mask)
+
+
+NODES = [InvertLatents, EditFromInversion, InversionSampler, CrossAttentionMask]

@@ -1,0 +1,277 @@
+"""FateZero-style attention fusion: record self-attention during inversion, reuse it to edit.
+
+During inversion with the source prompt, the self-attention probabilities
+``P = softmax(Q K^T / sqrt(d))`` of the chosen layers and steps are stored. During editing
+with the target prompt, those layers compute ``P_src V_edit`` instead of ``P_edit V_edit``
+for the first ``self_replace`` fraction of the steps, so the edited video keeps the source's
+structure and motion while the values (appearance) follow the new prompt. With a mask (the
+edited object), ``P = m * P_edit + (1 - m) * P_src`` per query token: the object may change
+shape, the rest keeps the source's attention.
+
+The hooks plug into ocd.attention_patch's attention seam (``hook(attend, q, k, v, call)``), so
+they see the same queries and key/value pools as cross-frame attention and token merging
+produce: records are taken at the merged size, and replay of the merge indices (token
+merging's pairing) makes editing's tokens line up with the recorded ones.
+
+Steps are numbered by ocd.attention_patch.current_step for both passes: editing step m goes
+from generation sigma m to m+1, and the inversion step between the same two sigma levels has
+the same number m, so each editing step fuses what its mirror inversion step recorded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import OCDInputError
+
+
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) per head: q [B, Nq, heads*d], k [B, Nk, heads*d] -> [B, heads, Nq, Nk]."""
+    b, nq, c = q.shape
+    d = c // heads
+    qh = q.reshape(b, nq, heads, d).transpose(1, 2).float()
+    kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
+    return torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), dim=-1)
+
+
+def attend_with(probabilities: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """probabilities [B, heads, Nq, Nk] applied to v [B, Nk, heads*d] -> [B, Nq, heads*d]."""
+    b, nk, c = v.shape
+    vh = v.reshape(b, nk, heads, c // heads).transpose(1, 2)
+    out = probabilities.to(vh.dtype) @ vh
+    return out.transpose(1, 2).reshape(b, probabilities.shape[2], c)
+
+
+@dataclass
+class AttentionRecord:
+    """Self-attention probabilities from an inversion pass.
+
+    ``maps[(step, layer)]`` is the list of probability tensors of that layer's attention calls
+    at that generation step, in call order (cross-frame attention may attend in several
+    calls), each ``[frames-or-pools, heads, Nq, Nk]`` of the conditional group only.
+    """
+
+    steps: frozenset[int]
+    max_tokens: int
+    dtype: torch.dtype = torch.float16
+    device: str | torch.device | None = None  # None: where the attention was computed
+    maps: dict[tuple, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for ts in self.maps.values() for t in ts)
+
+    def keys_recorded(self) -> set[tuple]:
+        return set(self.maps)
+
+
+def predicted_record_bytes(layer_calls: list[tuple[int, int, int, int]], steps: int, dtype=torch.float16) -> int:
+    """Memory of a record: ``layer_calls`` lists (batch, heads, Nq, Nk) of every recorded
+    attention call of one UNet evaluation; ``steps`` is the number of recorded steps."""
+    per_step = sum(b * h * nq * nk for b, h, nq, nk in layer_calls)
+    return per_step * steps * torch.empty((), dtype=dtype).element_size()
+
+
+def _group_batch(call, batch: int) -> tuple[int, int]:
+    """(groups, items per group) of an attention call's batch."""
+    groups = getattr(call.layout, "groups", 1) if call is not None else 1
+    if groups < 1 or batch % groups:
+        groups = 1
+    return groups, batch // groups
+
+
+class RecordingHook:
+    """Attention hook for the inversion pass: records P of the chosen steps and layers."""
+
+    def __init__(self, record: AttentionRecord):
+        self.record = record
+
+    def __call__(self, attend, q, k, v, call):
+        step = call.step  # already the editing step this inversion step mirrors
+        heads = call.extra_options["n_heads"]
+        if step not in self.record.steps or q.shape[1] > self.record.max_tokens:
+            return attend(q, k, v)
+        p = attention_probabilities(q, k, heads)
+        groups, per_group = _group_batch(call, q.shape[0])
+        stored = p[:per_group]  # the conditional group: the one the edit replays
+        device = self.record.device if self.record.device is not None else stored.device
+        self.record.maps.setdefault((step, call.layer), []).append(
+            stored.to(device=device, dtype=self.record.dtype))
+        return attend_with(p, v, heads).to(v.dtype)
+
+
+class FusionHook:
+    """Attention hook for the editing pass: replaces (or mask-blends) P with the recorded one."""
+
+    def __init__(self, record: AttentionRecord, replace_steps: frozenset[int], mask: torch.Tensor | None = None):
+        self.record = record
+        self.replace_steps = replace_steps
+        self.mask = mask  # [F, H, W] in 0..1 (latent or any resolution), None = replace
+        self._call_index: dict[tuple, int] = {}
+        self.fused: list[tuple] = []  # (step, layer) pairs fused so far, for inspection
+
+    def _recorded(self, step: int, layer: tuple, index: int):
+        maps = self.record.maps.get((step, layer))
+        if maps is None or index >= len(maps):
+            return None
+        return maps[index]
+
+    def _query_mask(self, call, tokens: int, per_group: int, device) -> torch.Tensor | None:
+        """The mask at the layer's token grid, [per_group, 1, Nq, 1], or None if it cannot be aligned."""
+        if self.mask is None:
+            return None
+        grid = call.extra_options.get("activations_shape")
+        frames = getattr(call.layout, "frames", None)
+        if grid is None or frames is None or grid[2] * grid[3] * len(frames) not in (tokens, tokens * len(frames)):
+            return None
+        h, w = int(grid[2]), int(grid[3])
+        mask = self.mask
+        index = torch.tensor([min(f, mask.shape[0] - 1) for f in frames])
+        m = torch.nn.functional.interpolate(mask[index].unsqueeze(1).float(), size=(h, w), mode="area")
+        m = m.reshape(len(frames), h * w).to(device)
+        if tokens == h * w * len(frames):  # one call over every frame's queries (full mode)
+            m = m.reshape(1, -1)
+        if m.shape[0] != per_group:
+            return None
+        return m[:, None, :, None]
+
+    def __call__(self, attend, q, k, v, call):
+        step, layer = call.step, call.layer
+        key = (step, layer)
+        index = self._call_index.get(key, 0)
+        self._call_index[key] = index + 1
+        if step not in self.replace_steps:
+            return attend(q, k, v)
+        recorded = self._recorded(step, layer, index)
+        if recorded is None:
+            return attend(q, k, v)
+        heads = call.extra_options["n_heads"]
+        groups, per_group = _group_batch(call, q.shape[0])
+        if recorded.shape[0] != per_group or recorded.shape[2:] != (q.shape[1], k.shape[1]):
+            raise OCDInputError(
+                "inversion",
+                f"its attention record for layer {layer} has shape {tuple(recorded.shape)}, but this "
+                f"edit attends with {per_group} x {q.shape[1]} queries x {k.shape[1]} keys: edit with the "
+                "same frames, size and attention/token-merge settings as the inversion (token merging "
+                "must replay the inversion's merge record)",
+            )
+        source = recorded.to(device=q.device, dtype=torch.float32)
+        source = source.repeat(groups, 1, 1, 1)
+        mask = self._query_mask(call, q.shape[1], per_group, q.device)
+        if mask is not None:
+            edited = attention_probabilities(q, k, heads)
+            source = mask.repeat(groups, 1, 1, 1) * edited + (1 - mask.repeat(groups, 1, 1, 1)) * source
+        self.fused.append(key)
+        return attend_with(source, v, heads).to(v.dtype)
+
+
+def recorded_steps(total_steps: int, fraction: float) -> frozenset[int]:
+    """The generation indices of the first ``fraction`` of an N-step edit (FateZero: 0.8)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise OCDInputError("self_replace", f"must be in 0..1, got {fraction}")
+    return frozenset(range(int(round(fraction * total_steps))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-attention: where each prompt token looks, for a mask of the edited words
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CrossAttentionRecord:
+    """Head-averaged cross-attention of the inversion pass.
+
+    ``maps[(step, layer)]`` is ``[frames, h*w, text_tokens]`` (conditional group, float16) and
+    ``grids[layer]`` the layer's token grid ``(h, w)``.
+    """
+
+    max_tokens: int
+    maps: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    grids: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.maps.values())
+
+
+class CrossAttentionRecorder:
+    """An ``attn2_patch`` that records cross-attention probabilities without changing anything.
+
+    A patch, not a replace: replace slots are per block and other packs (IP-Adapter, ...) use
+    them. It recomputes q and k with the block's own projections, a small cost next to the
+    attention itself.
+    """
+
+    def __init__(self, record: CrossAttentionRecord, modules: dict[tuple, torch.nn.Module],
+                 step_of: "callable", layer_of: "callable"):
+        self.record = record
+        self.modules = modules  # layer key -> the block's attn2 (CrossAttention) module
+        self.step_of = step_of
+        self.layer_of = layer_of
+
+    def __call__(self, n, context, value, extra_options):
+        layer = self.layer_of(extra_options)
+        module = self.modules.get(layer)
+        shape = extra_options.get("activations_shape")
+        if module is None or shape is None or n.shape[1] > self.record.max_tokens:
+            return n, context, value
+        step = self.step_of(extra_options)
+        groups = len(extra_options.get("cond_or_uncond") or [0])
+        per_group = n.shape[0] // groups if n.shape[0] % groups == 0 else n.shape[0]
+        q = module.to_q(n[:per_group])
+        k = module.to_k(context[:per_group])
+        p = attention_probabilities(q, k, extra_options["n_heads"]).mean(1)  # [F, h*w, T]
+        self.record.maps[(step, layer)] = p.to(torch.float16)
+        self.record.grids[layer] = (int(shape[2]), int(shape[3]))
+        return n, context, value
+
+
+def word_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> list[int]:
+    """Positions of every occurrence of ``word_tokens`` as a run inside ``prompt_tokens``."""
+    n = len(word_tokens)
+    positions = []
+    for i in range(len(prompt_tokens) - n + 1):
+        if n and prompt_tokens[i:i + n] == word_tokens:
+            positions.extend(range(i, i + n))
+    return positions
+
+
+def cross_attention_mask(
+    record: CrossAttentionRecord,
+    token_positions: list[int],
+    size: tuple[int, int],
+    threshold: float = 0.3,
+    dilation: int = 0,
+) -> torch.Tensor:
+    """A per-frame mask ``[F, H, W]`` (0/1) of where the given prompt tokens are attended.
+
+    FateZero's recipe: sum the tokens' attention, average over heads (done when recording),
+    layers and steps at a common resolution, normalise each frame to 0..1, threshold; then
+    optionally dilate by ``dilation`` pixels of ``size``.
+    """
+    if not record.maps:
+        raise OCDInputError("inversion", "has no cross-attention record: run Invert Latents (OCD) with "
+                            "record_cross_attention on")
+    if not token_positions:
+        raise OCDInputError("words", "none of the words occur in the prompt (check spelling: the words "
+                            "must appear in the source prompt as written)")
+    h, w = size
+    total = None
+    for (step, layer), p in record.maps.items():
+        if max(token_positions) >= p.shape[-1]:
+            raise OCDInputError("words", f"token position {max(token_positions)} is beyond the prompt's "
+                                f"{p.shape[-1]} tokens")
+        gh, gw = record.grids[layer]
+        heat = p[..., token_positions].float().sum(-1).reshape(-1, 1, gh, gw)
+        heat = torch.nn.functional.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)
+        total = heat if total is None else total + heat
+    total = total[:, 0]
+    lo = total.flatten(1).min(1).values[:, None, None]
+    hi = total.flatten(1).max(1).values[:, None, None]
+    normalised = (total - lo) / (hi - lo).clamp_min(1e-8)
+    mask = (normalised >= threshold).float()
+    if dilation > 0:
+        kernel = 2 * dilation + 1
+        mask = torch.nn.functional.max_pool2d(mask[:, None], kernel, stride=1, padding=dilation)[:, 0]
+    return mask

@@ -1,0 +1,227 @@
+"""Inversion and inversion-based editing through ComfyUI's own sampling machinery.
+
+The ComfyUI-facing half of ocd/inversion.py: schedules come from the model's
+``model_sampling`` and a ComfyUI scheduler, and both passes run through
+``comfy.sample.sample_custom`` with a ``KSAMPLER`` built from ``ocd.inversion``, so
+conditioning, CFG, ControlNet and every model patch (cross-frame attention, token merging,
+AnimateDiff) apply exactly as in ordinary sampling.
+
+Data flow:  latent --invert(source prompt, ascending sigmas)--> inverted latent + record
+            inverted latent + record --edit(target prompt, the record's descending sigmas)--> edit
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .attention_fusion import (AttentionRecord, CrossAttentionRecord, CrossAttentionRecorder, FusionHook,
+                               RecordingHook, recorded_steps)
+from .errors import OCDInputError
+from .inversion import SOLVERS, inversion_schedule, k_sampler_function
+
+SELF_ATTENTION = "self_attention"  # InversionRecord.extras key of the AttentionRecord
+CROSS_ATTENTION = "cross_attention"  # ... and of the CrossAttentionRecord
+
+
+@dataclass
+class InversionRecord:
+    """What an editing pass needs to know about the inversion it starts from.
+
+    ``generation_sigmas`` is the editing schedule (descending, ending at 0); the inversion
+    ran along its reverse. ``extras`` is where other features attach what they recorded
+    during the inversion pass (attention maps, token-merge indices), keyed by feature name.
+    """
+
+    solver: str
+    generation_sigmas: torch.Tensor
+    latent_shape: tuple[int, ...]
+    model_fingerprint: str
+    source_latent: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.generation_sigmas) - 1
+
+    def check_compatible(self, latent: torch.Tensor, model) -> None:
+        """Refuse a latent or model that this record was not made from, with a clear message."""
+        if tuple(latent.shape) != tuple(self.latent_shape):
+            raise OCDInputError(
+                "latent",
+                f"has shape {tuple(latent.shape)} (frames, channels, height/8, width/8) but the "
+                f"inversion record was made from {tuple(self.latent_shape)}: connect the latent "
+                "that OCD_InvertLatents produced with this record",
+            )
+        fingerprint = model_fingerprint(model)
+        if fingerprint != self.model_fingerprint:
+            raise OCDInputError(
+                "model",
+                "is not the model the inversion was run with (different weights or architecture); "
+                "editing must use the same base model as the inversion",
+            )
+
+
+def cross_attention_modules(model) -> dict[tuple, torch.nn.Module]:
+    """(block name, number, transformer index) -> the attn2 module of every transformer block."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    unet = model.model.diffusion_model
+    modules = {}
+    for name, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]), ("output", unet.output_blocks)):
+        for number, block in enumerate(blocks):
+            for module in block.modules():
+                if isinstance(module, SpatialTransformer):
+                    for index, tb in enumerate(module.transformer_blocks):
+                        if getattr(tb, "attn2", None) is not None:
+                            modules[(name, number, index)] = tb.attn2
+    return modules
+
+
+def model_fingerprint(model) -> str:
+    """A cheap identity of a ModelPatcher's base weights (patches and clones share it)."""
+    diffusion_model = model.model.diffusion_model
+    params = list(diffusion_model.parameters())
+    digest = hashlib.sha1(type(model.model).__name__.encode())
+    digest.update(str(sum(p.numel() for p in params)).encode())
+    for p in (params[0], params[len(params) // 2], params[-1]):
+        digest.update(repr(p.detach().float().flatten()[:64].cpu().tolist()).encode())
+    return digest.hexdigest()[:16]
+
+
+def generation_sigmas(model, scheduler: str, steps: int, depth: float = 1.0) -> torch.Tensor:
+    """The editing schedule: ``steps`` steps covering the last ``depth`` of the full schedule.
+
+    Same convention as KSampler's ``denoise``: depth 1 starts from pure noise, depth 0.5
+    from the middle of a schedule of ``steps / depth`` steps.
+    """
+    import comfy.samplers
+
+    if steps < 1:
+        raise OCDInputError("steps", f"must be at least 1, got {steps}")
+    if not 0.0 < depth <= 1.0:
+        raise OCDInputError("inversion_depth", f"must be in (0, 1], got {depth}")
+    if scheduler not in comfy.samplers.SCHEDULER_NAMES:
+        raise OCDInputError("scheduler", f"must be one of {comfy.samplers.SCHEDULER_NAMES}, got '{scheduler}'")
+    model_sampling = model.get_model_object("model_sampling")
+    total = steps if depth >= 0.9999 else int(steps / depth)
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+def ocd_sampler(solver: str):
+    """A ComfyUI SAMPLER that integrates with ``solver`` in whichever direction sigmas run."""
+    import comfy.samplers
+
+    if solver not in SOLVERS:
+        raise OCDInputError("solver", f"must be one of {SOLVERS}, got '{solver}'")
+    return comfy.samplers.KSAMPLER(k_sampler_function(solver))
+
+
+def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, callback, noise_mask=None):
+    import comfy.sample
+
+    if negative is None:
+        if abs(cfg - 1.0) > 1e-6:
+            raise OCDInputError("negative", f"is needed when cfg is not 1 (cfg = {cfg})")
+        negative = []
+    # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass).
+    noise = torch.zeros_like(latent)
+    return comfy.sample.sample_custom(
+        model, noise, cfg, ocd_sampler(solver), sigmas.to(latent.device), positive, negative, latent,
+        noise_mask=noise_mask, callback=callback, disable_pbar=True,
+    )
+
+
+def invert(
+    model,
+    latent: torch.Tensor,
+    positive,
+    negative=None,
+    solver: str = "dpmpp_2m",
+    steps: int = 20,
+    scheduler: str = "normal",
+    cfg: float = 1.0,
+    depth: float = 1.0,
+    callback: Callable | None = None,
+    record_attention: float = 0.0,
+    max_record_tokens: int = 32 * 32,
+    record_dtype: torch.dtype = torch.float16,
+    record_device: str | None = None,
+    record_cross_attention: bool = False,
+) -> tuple[torch.Tensor, InversionRecord]:
+    """Carry ``latent`` [F, C, H, W] up to the noise level where editing will start.
+
+    ``record_attention`` > 0 records the self-attention of layers with at most
+    ``max_record_tokens`` queries for that fraction of the editing steps (FateZero: 0.8), in
+    ``record_dtype`` on ``record_device`` (None: the compute device), for ``edit``'s fusion.
+    ``record_cross_attention`` keeps the head-averaged cross-attention of those layers at
+    every step, for ``cross_attention_mask``.
+    """
+    import comfy.sample
+
+    from .attention_patch import set_attention_hook
+
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    sigmas = generation_sigmas(model, scheduler, steps, depth)
+    extras = {}
+    if record_attention > 0:
+        attention = AttentionRecord(recorded_steps(steps, record_attention), max_record_tokens, record_dtype,
+                                    record_device)
+        model = set_attention_hook(model, RecordingHook(attention))
+        extras[SELF_ATTENTION] = attention
+    if record_cross_attention:
+        from .attention_patch import current_step, layer_key
+
+        cross = CrossAttentionRecord(max_record_tokens)
+        model = model.clone()
+        model.set_model_attn2_patch(CrossAttentionRecorder(cross, cross_attention_modules(model), current_step,
+                                                           layer_key))
+        extras[CROSS_ATTENTION] = cross
+    inverted = _run(model, latent, inversion_schedule(sigmas), solver, positive, negative, cfg, callback)
+    record = InversionRecord(
+        solver=solver,
+        generation_sigmas=sigmas,
+        latent_shape=tuple(inverted.shape),
+        model_fingerprint=model_fingerprint(model),
+        source_latent=latent.detach().cpu(),
+        extras=extras,
+    )
+    return inverted, record
+
+
+def edit(
+    model,
+    record: InversionRecord,
+    inverted: torch.Tensor,
+    positive,
+    negative=None,
+    cfg: float = 7.5,
+    callback: Callable | None = None,
+    noise_mask: torch.Tensor | None = None,
+    self_replace: float = 0.0,
+    blend_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, FusionHook | None]:
+    """Denoise an inverted latent along the record's schedule with the target prompt.
+
+    ``self_replace`` > 0 fuses the recorded self-attention into the first fraction of the
+    steps; ``blend_mask`` [F, H, W] (the edited object) lets the object's queries keep their
+    own attention. Returns the latent and the fusion hook (None without fusion), which
+    lists the (step, layer) pairs it fused.
+    """
+    from .attention_patch import set_attention_hook
+
+    record.check_compatible(inverted, model)
+    hook = None
+    if self_replace > 0:
+        attention = record.extras.get(SELF_ATTENTION)
+        if attention is None:
+            raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
+                                "set record_attention above 0 on Invert Latents (OCD)")
+        hook = FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+        model = set_attention_hook(model, hook)
+    out = _run(model, inverted, record.generation_sigmas, record.solver, positive, negative, cfg, callback,
+               noise_mask)
+    return out, hook

@@ -182,7 +182,7 @@ SD1.5 UNet architecture (859.5 M parameters, random weights), {args.frames} fram
 {args.size}x{args.size} ({h}x{w} latent), {args.steps} steps of `{args.sampler}`/`{args.scheduler}`,
 CFG {args.cfg:g}, blend_point (gamma) {args.gamma:g}, crop_padding {args.crop_padding},
 {args.blend} blend, a centred {args.shape} mask. Times are the median of {args.repeats} run(s)
-of the whole sampler (other jobs shared the machine: expect noise). The predicted speed-up
+of the whole sampler (wall time: noisy if other jobs share the machine). The predicted speed-up
 is KSampler's token-steps over the dual-rate run's (evaluations x frames x latent pixels of
 each phase: cost linear in tokens). PSNR: final latent against KSampler's (same seed),
 peak = KSampler's range in the region, inside the mask at latent resolution and outside it

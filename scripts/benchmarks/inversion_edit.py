@@ -54,6 +54,10 @@ def run_variant(name: str, args) -> dict:
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = rm.build_model_patcher(rm.FULL_SD15_UNET, seed=args.seed, dtype=dtype)
+    if not args.rough_time:
+        # a random UNet is rough in sigma (it reads every timestep frequency); a trained one is
+        # smooth, and only then do 20 DPM++ steps reconstruct like 50 DDIM ones (docs/inversion.md)
+        rm.smooth_time_dependence_(model)
     model = apply_cross_frame_attention(model, "sparse_causal")
     gen = torch.Generator().manual_seed(args.seed)
     side = args.size // 8
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="frame side in pixels (latent = size/8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--rough-time", action="store_true",
+                        help="keep the random UNet's full timestep sensitivity (see docs/inversion.md)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/BENCHMARKS.md")
     parser.add_argument("--run-variant", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
@@ -123,6 +129,8 @@ def main() -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, __file__, "--run-variant", name, "--json-out", out.name, "--device", args.device,
                    "--frames", str(args.frames), "--size", str(args.size), "--seed", str(args.seed)]
+            if args.rough_time:
+                cmd.append("--rough-time")
             subprocess.run(cmd, check=True)
             results.append(json.loads(Path(out.name).read_text()))
         print(results[-1], flush=True)
@@ -140,7 +148,8 @@ def main() -> None:
                    f"attention record {v['record_mib'] / max(o['record_mib'], 1e-9):.2f}x smaller (target 4x); "
                    f"PSNR {o['psnr_db'] - v['psnr_db']:+.2f} dB (target within 1 dB).\n")
     body = (f"## Inversion-based edit: vanilla (FateZero-style) vs optimized\n\n"
-            f"{args.frames} frames at {args.size}x{args.size}, SD1.5 UNet architecture with random weights, "
+            f"{args.frames} frames at {args.size}x{args.size}, SD1.5 UNet architecture with random weights"
+            f"{' (full timestep sensitivity)' if args.rough_time else ' smoothed in time (smooth_time_dependence_)'}, "
             f"sparse-causal cross-frame attention, record of 80% of the steps for layers <= 32x32 tokens, "
             f"edit = reconstruction with the source prompt at cfg 1 and self-attention fusion 0.8.\n\n"
             f"- command: `{command_line()}`\n- machine: {machine_description(args.device)}\n- date: {today()}\n\n"

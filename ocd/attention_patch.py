@@ -229,14 +229,13 @@ def cross_frame_attention_replace(q, k, v, extra_options):
 # Installing the patches on a clone
 # ---------------------------------------------------------------------------------------------
 
-def self_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
-    """(block name, number, transformer index) of every transformer block with self-attention
-    in the model's UNet: the keys of ``set_model_attn1_replace``."""
+def transformer_blocks(model_patcher):
+    """Yield ((block name, number, transformer index), BasicTransformerBlock) for every
+    transformer block of the model's UNet: the keys ComfyUI's attn patches use."""
     from comfy.ldm.modules.attention import SpatialTransformer
 
     unet = model_patcher.model.diffusion_model
     parts = [("input", list(unet.input_blocks)), ("middle", [unet.middle_block]), ("output", list(unet.output_blocks))]
-    keys = []
     for name, blocks in parts:
         for number, block in enumerate(blocks):
             if block is None:
@@ -244,9 +243,13 @@ def self_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
             for module in block.modules():
                 if isinstance(module, SpatialTransformer):
                     for index, tb in enumerate(module.transformer_blocks):
-                        if not getattr(tb, "disable_self_attn", False):
-                            keys.append((name, number, index))
-    return keys
+                        yield (name, number, index), tb
+
+
+def self_attention_blocks(model_patcher) -> list[tuple[str, int, int]]:
+    """(block name, number, transformer index) of every transformer block with self-attention
+    in the model's UNet: the keys of ``set_model_attn1_replace``."""
+    return [key for key, tb in transformer_blocks(model_patcher) if not getattr(tb, "disable_self_attn", False)]
 
 
 def install_attention_replace(model_patcher) -> None:

@@ -66,18 +66,9 @@ class InversionRecord:
 
 def cross_attention_modules(model) -> dict[tuple, torch.nn.Module]:
     """(block name, number, transformer index) -> the attn2 module of every transformer block."""
-    from comfy.ldm.modules.attention import SpatialTransformer
+    from .attention_patch import transformer_blocks
 
-    unet = model.model.diffusion_model
-    modules = {}
-    for name, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]), ("output", unet.output_blocks)):
-        for number, block in enumerate(blocks):
-            for module in block.modules():
-                if isinstance(module, SpatialTransformer):
-                    for index, tb in enumerate(module.transformer_blocks):
-                        if getattr(tb, "attn2", None) is not None:
-                            modules[(name, number, index)] = tb.attn2
-    return modules
+    return {key: tb.attn2 for key, tb in transformer_blocks(model) if getattr(tb, "attn2", None) is not None}
 
 
 def model_fingerprint(model) -> str:

@@ -24,6 +24,7 @@ and the key/value pool plans). See docs/attention.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from .token_merge import MergePlan, TokenMergeSettings, plan_token_sets
 CROSS_FRAME_KEY = "ocd_cross_frame"
 TOKEN_MERGE_KEY = "ocd_token_merge"
 ATTENTION_HOOK_KEY = "ocd_attention_hook"
+STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it runs it in pieces
 _QUERY_MERGE_KEY = "ocd_query_merge"  # per block call, in extra_options: (plan, layout)
 _WRAPPER_KEY = "ocd_token_merge"
 
@@ -87,8 +89,15 @@ def current_step(extra_options: dict) -> int:
     levels m+1 and m has index m, like the editing step between m and m+1. Records taken
     during inversion (merge plans, attention) then pair with the editing pass step by step,
     as FateZero pairs DDIM inversion and editing by timestep.
+
+    A sampler that runs its schedule in pieces (the dual-rate sampler's branches) puts the
+    full schedule under ``STEP_SCHEDULE_KEY``: steps are then numbered in it, so records and
+    destination draws line up with an unsplit pass.
     """
-    sigmas, schedule = extra_options.get("sigmas"), extra_options.get("sample_sigmas")
+    sigmas = extra_options.get("sigmas")
+    schedule = extra_options.get(STEP_SCHEDULE_KEY)
+    if schedule is None:
+        schedule = extra_options.get("sample_sigmas")
     if sigmas is None or schedule is None or len(schedule) == 0:
         return 0
     sigma = float(sigmas.reshape(-1)[0])
@@ -305,6 +314,36 @@ def apply_token_merge(model_patcher, settings: TokenMergeSettings):
     wrapper_type = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     patched.remove_wrappers_with_key(wrapper_type, _WRAPPER_KEY)
     patched.add_wrapper_with_key(wrapper_type, _WRAPPER_KEY, _pairing_wrapper)
+    return patched
+
+
+def number_steps_by(model_patcher, sigmas: torch.Tensor):
+    """A clone whose attention patches number steps by their index in ``sigmas`` (the whole
+    descending schedule) whichever sub-list of it a sampler runs."""
+    patched = model_patcher.clone()
+    patched.model_options["transformer_options"][STEP_SCHEDULE_KEY] = sigmas.detach().float().cpu()
+    return patched
+
+
+def restrict_to_crop(model_patcher, crop_mask: Callable[[torch.Tensor], torch.Tensor]):
+    """A clone for denoising a spatial crop of the frames (the dual-rate foreground branch).
+
+    Token merging's foreground mask is cut to the crop by ``crop_mask`` ([M, H, W] -> the
+    part under the crop), and its pairing is off: recorded merge plans and attention maps
+    are of whole frames, so the crop neither replays nor records them (the attention hook
+    is removed). Returns the model itself when neither is set.
+    """
+    to = model_patcher.model_options.get("transformer_options", {})
+    settings, hook = to.get(TOKEN_MERGE_KEY), to.get(ATTENTION_HOOK_KEY)
+    if settings is None and hook is None:
+        return model_patcher
+    patched = model_patcher.clone()
+    to = patched.model_options["transformer_options"]
+    if settings is not None:
+        mask = settings.foreground_mask
+        to[TOKEN_MERGE_KEY] = dataclasses.replace(
+            settings, foreground_mask=None if mask is None else crop_mask(mask), pairing="off", store=None)
+    to.pop(ATTENTION_HOOK_KEY, None)
     return patched
 
 

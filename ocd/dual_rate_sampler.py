@@ -62,10 +62,18 @@ class SamplingSeam:
     sigmas: the full descending schedule ``[steps + 1]`` to use instead of the one from
         steps/scheduler/denoise (e.g. an inversion record's generation sigmas, so the
         editing pass walks back exactly the sigmas the inversion walked up).
+    sampler: a ComfyUI SAMPLER object to use instead of ``sampler_name``'s (e.g. the
+        inversion's solver); ``sampler_name`` still names it for the cost prediction.
+
+    Every phase's model numbers steps in the FULL schedule
+    (``ocd.attention_patch.number_steps_by``), so step-keyed records (attention maps, merge
+    plans) line up in every branch; the foreground branch runs on a crop and so neither
+    replays nor records them (``ocd.attention_patch.restrict_to_crop``).
     """
 
     start_latent: torch.Tensor | None = None
     sigmas: torch.Tensor | None = None
+    sampler: object | None = None
     on_step: Callable[[str, int, float, torch.Tensor], None] | None = None
     on_blend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
     phase_model: Callable[[str, object], object] | None = None
@@ -238,12 +246,22 @@ def _run_phase(model, counter: _EvaluationCounter, seam: SamplingSeam, phase: st
     if seam.on_step is not None:
         def callback(i, denoised, x, total):
             seam.on_step(phase, step_indices[i], float(sigmas[i]), x)
-    sampler = comfy.samplers.sampler_object(sampler_name)
+    sampler = seam.sampler if seam.sampler is not None else comfy.samplers.sampler_object(sampler_name)
     samples = comfy.samplers.sample(
         model, noise, positive, negative, cfg, model.load_device, sampler, sigmas,
         model.model_options, latent_image=latent_image, denoise_mask=noise_mask,
         callback=callback, disable_pbar=True, seed=seed)
     return samples.to(comfy.model_management.intermediate_device())
+
+
+def _mask_cropper(box: ocs.CropBox, latent_hw: tuple[int, int]):
+    """``[M, H, W]`` mask at any resolution -> its part under ``box`` (at 8 x latent size)."""
+    def crop(mask: torch.Tensor) -> torch.Tensor:
+        h, w = latent_hw
+        full = torch.nn.functional.interpolate(mask[:, None].float(), size=(h * 8, w * 8), mode="bilinear",
+                                               align_corners=False)[:, 0]
+        return box.scaled(8).crop(full)
+    return crop
 
 
 def _noise_reaching(model, z: torch.Tensor, latent_image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -320,8 +338,11 @@ def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str
 
     prediction = ocs.predicted_cost(schedule, sampler_name, frames, height, width, box, mode)
     counter = _EvaluationCounter(prediction.evaluations or max(1, len(sigmas) - 1))
-    work = model.clone()
     import comfy.patcher_extension
+
+    from .attention_patch import number_steps_by, restrict_to_crop
+
+    work = number_steps_by(model, sigmas)
 
     work.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, PROGRESS_WRAPPER_KEY,
                               counter.wrapper)
@@ -341,7 +362,8 @@ def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str
                 # one channel: comfy's reshape_mask folds channels into the batch
                 fg_mask = box.crop(comfy.sampler_helpers.prepare_mask(
                     noise_mask, (frames, 1, height, width), "cpu"))
-            z_fg = _run_phase(work, counter, seam, "foreground", list(range(schedule.blend_index + 1)),
+            fg_model = restrict_to_crop(work, _mask_cropper(box, (height, width)))
+            z_fg = _run_phase(fg_model, counter, seam, "foreground", list(range(schedule.blend_index + 1)),
                               box.crop(noise), box.crop(latent_image), schedule.foreground.to(sigmas.device),
                               fg_mask, crop_conditioning(positive, box, (height, width), memo),
                               crop_conditioning(negative, box, (height, width), memo), **common)

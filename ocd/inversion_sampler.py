@@ -216,3 +216,63 @@ def edit(
     out = _run(model, inverted, record.generation_sigmas, record.solver, positive, negative, cfg, callback,
                noise_mask)
     return out, hook
+
+
+def edit_dual_rate(
+    model,
+    record: InversionRecord,
+    inverted: torch.Tensor,
+    positive,
+    negative,
+    cfg: float,
+    mask: torch.Tensor,
+    background_step_ratio: float = 4.0,
+    blend_point: float = 0.25,
+    crop_padding: int = 2,
+    blend: str = "feathered",
+    self_replace: float = 0.0,
+    noise_mask: torch.Tensor | None = None,
+    on_blend: Callable | None = None,
+):
+    """``edit`` with Object-Centric Sampling: the object (``mask``) is denoised on a crop with
+    every step of the record's schedule, the background with ``background_step_ratio`` times
+    fewer, then both are blended and finished jointly (``ocd.dual_rate_sampler``).
+
+    Every branch starts from the inverted latent (no noise is added) and walks the record's
+    generation sigmas with the inversion's solver. Fusion (``self_replace``) applies to the
+    full-frame branches, background and joint, at their steps of the full schedule (the
+    background's skipped steps simply have no fusion); the object's queries keep their own
+    attention there, as ``edit``'s blend mask does. The foreground branch is a crop, which
+    the whole-frame record cannot describe: it runs without fusion, which is what the blend
+    mask asks of the object anyway. Returns ``(DualRateResult, FusionHook | None)``.
+    """
+    from .attention_patch import set_attention_hook
+    from .dual_rate_sampler import SamplingSeam, sample_dual_rate
+
+    record.check_compatible(inverted, model)
+    if negative is None:
+        if abs(cfg - 1.0) > 1e-6:
+            raise OCDInputError("negative", f"is needed when cfg is not 1 (cfg = {cfg})")
+        negative = []
+    hook = None
+    phase_model = None
+    if self_replace > 0:
+        attention = record.extras.get(SELF_ATTENTION)
+        if attention is None:
+            raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
+                                "set record_attention above 0 on Invert Latents (OCD)")
+        blend_mask = mask.reshape(-1, *mask.shape[-2:]).float()
+        hook = FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+
+        def phase_model(phase, phase_patcher):
+            return phase_patcher if phase == "foreground" else set_attention_hook(phase_patcher, hook)
+
+    seam = SamplingSeam(start_latent=inverted, sigmas=record.generation_sigmas, sampler=ocd_sampler(record.solver),
+                        phase_model=phase_model, on_blend=on_blend)
+    latent = {"samples": inverted}
+    if noise_mask is not None:
+        latent["noise_mask"] = noise_mask
+    result = sample_dual_rate(model, 0, record.steps, cfg, record.solver, "normal", positive, negative, latent, 1.0,
+                              mask, background_step_ratio=background_step_ratio, blend_point=blend_point,
+                              crop_padding=crop_padding, blend=blend, seam=seam)
+    return result, hook

@@ -110,10 +110,51 @@ inversion_edit = build(
      (13, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
 )
 
+MERGE_OUT = [("MODEL", "MODEL"), ("merge_record", "OCD_MERGE_RECORD")]
+# The whole OCD edit: cross-frame attention, token merging paired between inversion and edit,
+# the object's mask from the inversion's cross-attention, dual-rate (object-centric) sampling.
+object_centric_edit = build(
+    [
+        CKPT,
+        text(5, [420, 40], SOURCE),
+        text(6, [420, 240], "a robot riding a bicycle on a street"),
+        text(10, [420, 440], "blurry, low quality, watermark"),
+        (1, "OCD_LoadVideo", [40, 300], ["bikes.mp4", 8, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
+        (7, "VAEEncode", [420, 640], [], [("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")]),
+        (14, "OCD_CrossFrameAttention", [40, 620], ["sparse_causal", 2], [("model", "MODEL", False)],
+         [("MODEL", "MODEL")]),
+        (15, "OCD_TokenMerge", [40, 780], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "record"],
+         [("model", "MODEL", False)], MERGE_OUT),
+        (16, "OCD_TokenMerge", [420, 820], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "replay"],
+         [("model", "MODEL", False), ("merge_record", "OCD_MERGE_RECORD", False)], MERGE_OUT),
+        (11, "OCD_InvertLatents", [800, 40], ["dpmpp_2m", 20, "normal", 1.0, 1.0, 0.8, 1024, True, False],
+         [("model", "MODEL", False), ("latent", "LATENT", False), ("positive", "CONDITIONING", False)],
+         [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]),
+        (12, "OCD_CrossAttentionMask", [800, 420], [SOURCE, "man", 0.3, 8],
+         [("inversion", "OCD_INVERSION", False), ("clip", "CLIP", False)], [("MASK", "MASK")]),
+        (13, "OCD_DualRateEditFromInversion", [1180, 40], [7.5, 0.8, 4.0, 0.25, 2, "feathered"],
+         [("model", "MODEL", False), ("inversion", "OCD_INVERSION", False), ("inverted_latent", "LATENT", False),
+          ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("mask", "MASK", False)],
+         [("LATENT", "LATENT")]),
+        (9, "VAEDecode", [1560, 40], [], [("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")]),
+        (2, "OCD_VideoInfo", [1180, 420], ["loaded"], [("video_info", "VHS_VIDEOINFO", False)], INFO_OUT),
+        (3, "OCD_SaveVideo", [1560, 260], [8.0, "OCD/object_centric_edit", "mp4", 19, True],
+         [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
+    ],
+    [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"),
+     (4, 0, 14, "model"), (14, 0, 15, "model"), (14, 0, 16, "model"), (15, 1, 16, "merge_record"),
+     (15, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
+     (11, 1, 12, "inversion"), (4, 1, 12, "clip"),
+     (16, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
+     (10, 0, 13, "negative"), (12, 0, 13, "mask"),
+     (13, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
+)
+
 WORKFLOWS = {
     "ocd_load_save_video": roundtrip,
     "ocd_video_img2img_sd15": img2img,
     "ocd_inversion_edit_sd15": inversion_edit,
+    "ocd_object_centric_edit_sd15": object_centric_edit,
 }
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the PSNR inside the mask of the final latent against KSampler's.
     .comfy/venv/bin/python scripts/benchmarks/dual_rate_sampling.py --size 256 --frames 4 --steps 10
     python scripts/benchmarks/dual_rate_sampling.py --device cuda --size 512 --frames 8 --steps 20
 
-Writes the section "dual_rate_sampling" of docs/BENCHMARKS.md (unless --no-write).
+Writes the section "dual_rate_sampling-<device>-<size>" of docs/BENCHMARKS.md (unless --no-write).
 """
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ peak = KSampler's range in the region, inside the mask at latent resolution and 
 """
     print(body)
     if not args.no_write:
-        report.write_section("dual_rate_sampling", body)
+        report.write_section(f"dual_rate_sampling-{args.device}-{args.size}", body)
 
 
 if __name__ == "__main__":

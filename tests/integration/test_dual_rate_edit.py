@@ -1,0 +1,137 @@
+"""Inversion-based editing run by the dual-rate sampler (issue 4 item 4 on issue 5's sampler).
+
+The inversion record is consumed through ocd.dual_rate_sampler.SamplingSeam: every branch
+starts from the inverted latent, walks the record's sigmas with the inversion's solver, and
+numbers its steps in the full schedule, so fusion and merge replay line up in every branch.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ocd import inversion_sampler
+from ocd.attention_patch import self_attention_blocks
+from tests.support import random_models as rm
+
+FRAMES, H, W = 2, 16, 16  # latent; the tiny UNet downsamples once (crop alignment 2)
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def model(comfy):
+    return rm.build_model_patcher(rm.tiny_unet_config(), seed=41)
+
+
+@pytest.fixture(scope="module")
+def cond():
+    return rm.random_text_conditioning(1, 64, 3)
+
+
+def object_mask():
+    """Latent rows 4..9, columns 5..10 of the 16x16 latent, in image pixels."""
+    m = torch.zeros(FRAMES, H * 8, W * 8)
+    m[:, 32:72, 40:88] = 1.0
+    return m
+
+
+@pytest.fixture(scope="module")
+def inverted(model, cond):
+    latent = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(8)) / 0.18215
+    with torch.inference_mode():
+        out, record = inversion_sampler.invert(model, latent, cond, solver="dpmpp_2m", steps=STEPS,
+                                               record_attention=1.0, max_record_tokens=H * W)
+    return out, record
+
+
+def test_all_joint_equals_edit_from_inversion_with_the_mask_as_blend_mask(model, cond, inverted, inference):
+    out, record = inverted
+    mask = object_mask()
+    ref, ref_hook = inversion_sampler.edit(model, record, out, cond, None, cfg=1.0, self_replace=0.5,
+                                           blend_mask=mask)
+    result, hook = inversion_sampler.edit_dual_rate(model, record, out, cond, None, 1.0, mask,
+                                                    background_step_ratio=1.0, blend_point=1.0, self_replace=0.5)
+    assert result.mode == "ordinary"
+    assert torch.equal(result.latent["samples"], ref)
+    assert hook.fused == ref_hook.fused and len(hook.fused) > 0
+
+
+def test_fusion_in_the_full_frame_branches_at_their_full_schedule_steps(model, cond, inverted, inference):
+    out, record = inverted
+    result, hook = inversion_sampler.edit_dual_rate(model, record, out, cond, None, 1.0, object_mask(),
+                                                    background_step_ratio=2.0, blend_point=0.5, self_replace=1.0)
+    s = result.schedule
+    assert result.mode == "dual" and s.blend_index == STEPS // 2
+    background_steps = list(s.background_indices[:-1])  # the steps it takes, by full-schedule index
+    joint_steps = list(range(s.blend_index, STEPS))
+    assert background_steps == [0, 2]
+    layers = self_attention_blocks(model)
+    expected = [(step, layer) for step in background_steps + joint_steps for layer in layers]
+    # each full-frame step fused once per layer; the crop (foreground: steps 0, 1, 2) never
+    assert sorted(hook.fused, key=str) == sorted(expected, key=str)
+    assert result.phase_evaluations == {"foreground": 3, "background": 2, "joint": 3}
+
+
+def test_background_branch_walks_the_same_ode_as_edit_from_inversion(model, cond, inverted, inference):
+    """phi 1: at the blend point the background branch is EditFromInversion's state at that step."""
+    out, record = inverted
+    states = {}
+    inversion_sampler.edit(model, record, out, cond, None, cfg=1.0,
+                           callback=lambda i, x0, x, n: states.setdefault(i, x.clone()))
+    seen = {}
+    result, _ = inversion_sampler.edit_dual_rate(model, record, out, cond, None, 1.0, object_mask(),
+                                                 background_step_ratio=1.0, blend_point=0.5,
+                                                 on_blend=lambda z_fg, z_bg, m, z: seen.update(z_bg=z_bg))
+    k = result.schedule.blend_index
+    assert result.mode == "dual" and k == STEPS // 2
+    plain_k = model.get_model_object("latent_format").process_out(states[k])
+    torch.testing.assert_close(seen["z_bg"], plain_k, atol=1e-5, rtol=0)
+    assert not torch.allclose(out, plain_k, atol=1e-2)  # the branch really moved
+
+
+def test_token_merge_replay_composes_and_the_crop_neither_replays_nor_records(model, cond, inference):
+    from ocd.attention_patch import (TOKEN_MERGE_KEY, apply_cross_frame_attention, apply_token_merge,
+                                     restrict_to_crop)
+    from ocd.token_merge import MergeStore, TokenMergeSettings
+
+    cross = apply_cross_frame_attention(model, "sparse_causal")
+    store = MergeStore()
+    mask = object_mask()
+    settings = dict(ratio=0.5, protection=1.0, foreground_mask=mask, store=store)
+    recording = apply_token_merge(cross, TokenMergeSettings(pairing="record", **settings))
+    replaying = apply_token_merge(cross, TokenMergeSettings(pairing="replay", **settings))
+    latent = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(9)) / 0.18215
+    inverted, record = inversion_sampler.invert(recording, latent, cond, solver="dpmpp_2m", steps=STEPS,
+                                                record_attention=1.0, max_record_tokens=H * W)
+    plans = dict(store.plans)
+    result, hook = inversion_sampler.edit_dual_rate(replaying, record, inverted, cond, None, 1.0, mask,
+                                                    background_step_ratio=2.0, blend_point=0.5, self_replace=1.0)
+    assert result.mode == "dual" and torch.isfinite(result.latent["samples"]).all()
+    assert len(hook.fused) > 0  # the merged-size record lined up with the replayed merges
+    assert store.plans.keys() == plans.keys() and all(store.plans[k] is plans[k] for k in plans)
+
+    # the crop's model: merging on, fresh (unpaired) plans, the protection mask cut to the crop
+    box = result.box
+    cropped = restrict_to_crop(replaying, lambda m: box.scaled(8).crop(m))
+    crop_settings = cropped.model_options["transformer_options"][TOKEN_MERGE_KEY]
+    assert crop_settings.pairing == "off" and crop_settings.store is None and crop_settings.ratio == 0.5
+    assert torch.equal(crop_settings.foreground_mask, box.scaled(8).crop(mask))
+    assert replaying.model_options["transformer_options"][TOKEN_MERGE_KEY].pairing == "replay"  # input untouched
+
+
+def test_a_record_of_another_latent_is_refused(model, cond, inverted, inference):
+    out, record = inverted
+    with pytest.raises(ValueError, match="input 'latent'"):
+        inversion_sampler.edit_dual_rate(model, record, out[:1], cond, None, 1.0, object_mask()[:1])
+
+
+def test_node_runs_through_comfy(model, cond, inverted, run, ocd_nodes, inference):
+    out, record = inverted
+    node = ocd_nodes["OCD_DualRateEditFromInversion"]
+    edited = run(node, model=model, inversion=record, inverted_latent={"samples": out}, positive=cond,
+                 negative=rm.random_text_conditioning(1, 64, 4), cfg=3.0, self_replace=0.8, mask=object_mask(),
+                 background_step_ratio=2.0, blend_point=0.5, crop_padding=1, blend="feathered").result[0]
+    plain = run(ocd_nodes["OCD_EditFromInversion"], model=model, inversion=record, inverted_latent={"samples": out},
+                positive=cond, negative=rm.random_text_conditioning(1, 64, 4), cfg=3.0,
+                self_replace=0.8).result[0]
+    assert edited["samples"].shape == out.shape and torch.isfinite(edited["samples"]).all()
+    assert not torch.equal(edited["samples"], plain["samples"])

@@ -10,8 +10,8 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..ocd import inversion, inversion_sampler
-from ..ocd import object_centric_sampling as ocs
 from ..ocd.errors import OCDInputError
+from .sampling import dual_rate_inputs
 
 InversionRecord = io.Custom("OCD_INVERSION")
 
@@ -20,6 +20,20 @@ def _check_record(inversion) -> None:
     # duck-typed: a record made by another copy of the module (a reload) is still a record
     if not all(hasattr(inversion, a) for a in ("generation_sigmas", "latent_shape", "extras")):
         raise OCDInputError("inversion", "must come from Invert Latents (OCD)")
+
+
+def _edit_inputs() -> list:
+    """The inputs every edit-from-inversion node starts with."""
+    return [
+        io.Model.Input("model", tooltip="The editing model (may carry OCD attention/merging patches); same base "
+                       "weights as the inversion."),
+        InversionRecord.Input("inversion", tooltip="The record from Invert Latents (OCD)."),
+        io.Latent.Input("inverted_latent", tooltip="The inverted latent from Invert Latents (OCD)."),
+        io.Conditioning.Input("positive", tooltip="The TARGET prompt: what the video should become."),
+        io.Conditioning.Input("negative", tooltip="Negative prompt."),
+        io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
+                       tooltip="Guidance scale of the edit (FateZero used 7.5)."),
+    ]
 
 
 def _progress(model, steps: int):
@@ -116,13 +130,7 @@ class EditFromInversion(io.ComfyNode):
             description="Denoises an inverted latent with the TARGET prompt along the inversion's own "
             "schedule and solver. With the source prompt and cfg 1 it reconstructs the input.",
             inputs=[
-                io.Model.Input("model", tooltip="The editing model (may carry OCD attention/merging patches); same base weights as the inversion."),
-                io.Custom("OCD_INVERSION").Input("inversion", tooltip="The record from Invert Latents (OCD)."),
-                io.Latent.Input("inverted_latent", tooltip="The inverted latent from Invert Latents (OCD)."),
-                io.Conditioning.Input("positive", tooltip="The TARGET prompt: what the video should become."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Guidance scale of the edit (FateZero used 7.5)."),
+                *_edit_inputs(),
                 io.Float.Input(
                     "self_replace", default=0.8, min=0.0, max=1.0, step=0.05,
                     tooltip="Use the inversion's recorded self-attention for this fraction of the steps "
@@ -167,13 +175,7 @@ class DualRateEditFromInversion(io.ComfyNode):
             "background_step_ratio times fewer steps (fusing the recorded attention), then both are "
             "blended and finished together. Faster than Edit From Inversion when the object is small.",
             inputs=[
-                io.Model.Input("model", tooltip="The editing model (may carry OCD attention/merging patches); same base weights as the inversion."),
-                InversionRecord.Input("inversion", tooltip="The record from Invert Latents (OCD)."),
-                io.Latent.Input("inverted_latent", tooltip="The inverted latent from Invert Latents (OCD)."),
-                io.Conditioning.Input("positive", tooltip="The TARGET prompt: what the video should become."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Guidance scale of the edit (FateZero used 7.5)."),
+                *_edit_inputs(),
                 io.Float.Input(
                     "self_replace", default=0.8, min=0.0, max=1.0, step=0.05,
                     tooltip="Use the inversion's recorded self-attention for this fraction of the steps "
@@ -181,16 +183,7 @@ class DualRateEditFromInversion(io.ComfyNode):
                 ),
                 io.Mask.Input("mask", tooltip="The edited object: one mask per frame or one for all, any "
                               "resolution. It gets every step (on a crop) and keeps its own attention."),
-                io.Float.Input("background_step_ratio", default=4.0, min=1.0, max=100.0, step=0.5,
-                               tooltip="phi: the background takes this many times fewer steps than the "
-                               "object before the blend point (1 = as many)."),
-                io.Float.Input("blend_point", default=0.25, min=0.0, max=1.0, step=0.05,
-                               tooltip="gamma: the fraction of the schedule denoised jointly after blending "
-                               "(1 = everything joint, i.e. Edit From Inversion with the mask as blend mask)."),
-                io.Int.Input("crop_padding", default=2, min=0, max=64,
-                             tooltip="Latent pixels (x8 image pixels) of context around the object's crop."),
-                io.Combo.Input("blend", options=list(ocs.BLEND_MODES), default="feathered",
-                               tooltip="feathered: the mask edge fades over ~2 latent pixels; hard: a 0/1 mask."),
+                *dual_rate_inputs(),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],
         )

@@ -12,6 +12,25 @@ from ..ocd import object_centric_sampling as ocs
 from ..ocd.dual_rate_sampler import sample_dual_rate
 
 
+def dual_rate_inputs() -> list:
+    """The Object-Centric Sampling inputs after the mask, shared by every dual-rate node."""
+    return [
+        io.Float.Input("background_step_ratio", default=4.0, min=1.0, max=100.0, step=0.5,
+                       tooltip="phi: the background branch takes this many times fewer steps "
+                       "than the foreground before the blend point (1 = as many)."),
+        io.Float.Input("blend_point", default=0.25, min=0.0, max=1.0, step=0.05,
+                       tooltip="gamma: the fraction of the schedule denoised jointly after "
+                       "blending the branches (1 = everything joint: ordinary sampling)."),
+        io.Int.Input("crop_padding", default=2, min=0, max=64,
+                     tooltip="Latent pixels (x8 image pixels) added around the mask's bounding "
+                     "box for the foreground crop, so the object sees some context. The crop "
+                     "is then rounded out to the UNet's grid (8 latent px for SD1.5)."),
+        io.Combo.Input("blend", options=list(ocs.BLEND_MODES), default="feathered",
+                       tooltip="feathered: the mask edge is blurred over ~2 latent pixels so the "
+                       "branches fade into each other; hard: a 0/1 mask."),
+    ]
+
+
 class DualRateKSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -48,19 +67,7 @@ class DualRateKSampler(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="The foreground (the edited object): one mask per frame "
                               "or one for all frames, any resolution. Empty: background schedule "
                               "everywhere; full: ordinary sampling."),
-                io.Float.Input("background_step_ratio", default=4.0, min=1.0, max=100.0, step=0.5,
-                               tooltip="phi: the background branch takes this many times fewer steps "
-                               "than the foreground before the blend point (1 = as many)."),
-                io.Float.Input("blend_point", default=0.25, min=0.0, max=1.0, step=0.05,
-                               tooltip="gamma: the fraction of the schedule denoised jointly after "
-                               "blending the branches (1 = everything joint, i.e. plain KSampler)."),
-                io.Int.Input("crop_padding", default=2, min=0, max=64,
-                             tooltip="Latent pixels (x8 image pixels) added around the mask's bounding "
-                             "box for the foreground crop, so the object sees some context. The crop "
-                             "is then rounded out to the UNet's grid (8 latent px for SD1.5)."),
-                io.Combo.Input("blend", options=list(ocs.BLEND_MODES), default="feathered",
-                               tooltip="feathered: the mask edge is blurred over ~2 latent pixels so the "
-                               "branches fade into each other; hard: a 0/1 mask."),
+                *dual_rate_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The denoised latent.")],
         )

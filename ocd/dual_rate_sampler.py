@@ -255,12 +255,10 @@ def _run_phase(model, counter: _EvaluationCounter, seam: SamplingSeam, phase: st
 
 
 def _mask_cropper(box: ocs.CropBox, latent_hw: tuple[int, int]):
-    """``[M, H, W]`` mask at any resolution -> its part under ``box`` (at 8 x latent size)."""
+    """``[M, H, W]`` mask at any resolution -> its part under ``box``, at latent resolution
+    (token grids are at most that fine)."""
     def crop(mask: torch.Tensor) -> torch.Tensor:
-        h, w = latent_hw
-        full = torch.nn.functional.interpolate(mask[:, None].float(), size=(h * 8, w * 8), mode="bilinear",
-                                               align_corners=False)[:, 0]
-        return box.scaled(8).crop(full)
+        return box.crop(ocs.latent_masks(mask, mask.shape[0], *latent_hw)[:, 0])
     return crop
 
 

@@ -111,13 +111,26 @@ def ocd_sampler(solver: str):
     return comfy.samplers.KSAMPLER(k_sampler_function(solver))
 
 
-def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, callback, noise_mask=None):
-    import comfy.sample
-
+def _negative_or_empty(negative, cfg: float):
     if negative is None:
         if abs(cfg - 1.0) > 1e-6:
             raise OCDInputError("negative", f"is needed when cfg is not 1 (cfg = {cfg})")
-        negative = []
+        return []
+    return negative
+
+
+def _fusion_hook(record: InversionRecord, self_replace: float, blend_mask: torch.Tensor | None) -> FusionHook:
+    attention = record.extras.get(SELF_ATTENTION)
+    if attention is None:
+        raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
+                            "set record_attention above 0 on Invert Latents (OCD)")
+    return FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+
+
+def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, callback, noise_mask=None):
+    import comfy.sample
+
+    negative = _negative_or_empty(negative, cfg)
     # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass).
     noise = torch.zeros_like(latent)
     return comfy.sample.sample_custom(
@@ -207,11 +220,7 @@ def edit(
     record.check_compatible(inverted, model)
     hook = None
     if self_replace > 0:
-        attention = record.extras.get(SELF_ATTENTION)
-        if attention is None:
-            raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
-                                "set record_attention above 0 on Invert Latents (OCD)")
-        hook = FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+        hook = _fusion_hook(record, self_replace, blend_mask)
         model = set_attention_hook(model, hook)
     out = _run(model, inverted, record.generation_sigmas, record.solver, positive, negative, cfg, callback,
                noise_mask)
@@ -250,19 +259,11 @@ def edit_dual_rate(
     from .dual_rate_sampler import SamplingSeam, sample_dual_rate
 
     record.check_compatible(inverted, model)
-    if negative is None:
-        if abs(cfg - 1.0) > 1e-6:
-            raise OCDInputError("negative", f"is needed when cfg is not 1 (cfg = {cfg})")
-        negative = []
+    negative = _negative_or_empty(negative, cfg)
     hook = None
     phase_model = None
     if self_replace > 0:
-        attention = record.extras.get(SELF_ATTENTION)
-        if attention is None:
-            raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
-                                "set record_attention above 0 on Invert Latents (OCD)")
-        blend_mask = mask.reshape(-1, *mask.shape[-2:]).float()
-        hook = FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+        hook = _fusion_hook(record, self_replace, mask.reshape(-1, *mask.shape[-2:]).float())
 
         def phase_model(phase, phase_patcher):
             return phase_patcher if phase == "foreground" else set_attention_hook(phase_patcher, hook)

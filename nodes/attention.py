@@ -116,7 +116,7 @@ class TokenMerge(io.ComfyNode):
                     "foreground_protection", default=1.0, min=0.0, max=1.0, step=0.05,
                     tooltip="How strongly masked (object) tokens are kept unmerged: 0 = plain "
                     "token merging; 1 = no object token is merged while a background token "
-                    "can be. Needs a mask.",
+                    "can be, and no token merges across the object's outline. Needs a mask.",
                 ),
                 io.Int.Input(
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
@@ -137,6 +137,14 @@ class TokenMerge(io.ComfyNode):
                     "merge_record", optional=True,
                     tooltip="For pairing = replay: the merge_record output of the recording node.",
                 ),
+                io.Boolean.Input(
+                    "protect_object_keys", default=False, optional=True,
+                    tooltip="Also keep object tokens out of the merges of the cross-frame key/value "
+                    "pool (the paper's rule taken literally). Off: the object's queries are "
+                    "protected, and the pool (read by every query) merges by similarity without "
+                    "mixing object and background; this kept the object closer to the unmerged "
+                    "result in our measurements (docs/attention.md).",
+                ),
             ],
             outputs=[
                 io.Model.Output(tooltip="The patched copy of the model."),
@@ -150,7 +158,8 @@ class TokenMerge(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, merge_ratio, stride_x, stride_y, max_downsample, blocks,
-                foreground_protection, seed, pairing, mask=None, merge_record=None) -> io.NodeOutput:
+                foreground_protection, seed, pairing, mask=None, merge_record=None,
+                protect_object_keys=False) -> io.NodeOutput:
         if pairing == "replay" and merge_record is None:
             raise OCDInputError("merge_record", "pairing replay needs the merge_record output of an "
                                 "OCD_TokenMerge node set to record")
@@ -158,7 +167,8 @@ class TokenMerge(io.ComfyNode):
         settings = TokenMergeSettings(
             ratio=float(merge_ratio), sx=int(stride_x), sy=int(stride_y),
             max_downsample=int(max_downsample), blocks=_parse_blocks(blocks), seed=int(seed),
-            protection=float(foreground_protection), foreground_mask=_mask_frames(mask),
+            protection=float(foreground_protection), protect_keys=bool(protect_object_keys),
+            foreground_mask=_mask_frames(mask),
             pairing=pairing, store=store,
         )
         return io.NodeOutput(attention_patch.apply_token_merge(model, settings), store)

@@ -27,13 +27,18 @@ import torch
 from .errors import OCDInputError
 
 
-def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) per head: q [B, Nq, heads*d], k [B, Nk, heads*d] -> [B, heads, Nq, Nk]."""
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int,
+                            key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + key_bias) per head: q [B, Nq, heads*d], k [B, Nk, heads*d],
+    key_bias None or [B, 1, Nk] (merged keys' log sizes) -> [B, heads, Nq, Nk]."""
     b, nq, c = q.shape
     d = c // heads
     qh = q.reshape(b, nq, heads, d).transpose(1, 2).float()
     kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
-    return torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), dim=-1)
+    logits = qh @ kh.transpose(-1, -2) / math.sqrt(d)
+    if key_bias is not None:
+        logits = logits + key_bias.float().unsqueeze(1)
+    return torch.softmax(logits, dim=-1)
 
 
 def attend_with(probabilities: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -93,7 +98,7 @@ class RecordingHook:
         heads = call.extra_options["n_heads"]
         if step not in self.record.steps or q.shape[1] > self.record.max_tokens:
             return attend(q, k, v)
-        p = attention_probabilities(q, k, heads)
+        p = attention_probabilities(q, k, heads, getattr(call, "key_bias", None))
         groups, per_group = _group_batch(call, q.shape[0])
         stored = p[:per_group]  # the conditional group: the one the edit replays
         device = self.record.device if self.record.device is not None else stored.device
@@ -161,7 +166,7 @@ class FusionHook:
         source = source.repeat(groups, 1, 1, 1)
         mask = self._query_mask(call, q.shape[1], per_group, q.device)
         if mask is not None:
-            edited = attention_probabilities(q, k, heads)
+            edited = attention_probabilities(q, k, heads, getattr(call, "key_bias", None))
             source = mask.repeat(groups, 1, 1, 1) * edited + (1 - mask.repeat(groups, 1, 1, 1)) * source
         self.fused.append(key)
         return attend_with(source, v, heads).to(v.dtype)

@@ -19,8 +19,9 @@ Patch points (comfy/ldm/modules/attention.py, BasicTransformerBlock):
 Seam for attention recording/editing (FateZero-style fusion, issue 4): if
 ``transformer_options["ocd_attention_hook"]`` holds a callable, the replace calls
 ``hook(attend, q, k, v, call)`` instead of ``attend(q, k, v)`` and uses what it returns;
-``call`` is an ``AttentionCall`` (layer, step, frames, reference frames, the query merge plan
-and the key/value pool plans). See docs/attention.md.
+``call`` is an ``AttentionCall`` (layer, step, frames, reference frames, the query merge plan,
+the key/value pool plans and ``key_bias``, the log size of each merged key, which a hook
+computing its own softmax must add to the logits). See docs/attention.md.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class AttentionCall:
     query_plan: MergePlan | None  # per-frame merge of the queries, None when not merged
     pool_plans: list[MergePlan] = field(default_factory=list)  # key/value pool merges so far
     extra_options: dict = field(default_factory=dict)
+    key_bias: torch.Tensor | None = None  # [B, 1, Nk] added to the logits (merged keys' log sizes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,8 +200,10 @@ def cross_frame_attention_replace(q, k, v, extra_options):
     heads = extra_options["n_heads"]
     precision = extra_options.get("attn_precision")
 
-    def attend(q_, k_, v_):
-        return optimized_attention(q_.contiguous(), k_.contiguous(), v_.contiguous(), heads,
+    def attend(q_, k_, v_, key_bias=None):
+        if key_bias is not None:
+            key_bias = key_bias.to(q_.dtype)
+        return optimized_attention(q_.contiguous(), k_.contiguous(), v_.contiguous(), heads, mask=key_bias,
                                    attn_precision=precision, transformer_options=extra_options)
 
     cross = extra_options.get(CROSS_FRAME_KEY)
@@ -213,8 +217,11 @@ def cross_frame_attention_replace(q, k, v, extra_options):
         call = AttentionCall(layer_key(extra_options), current_step(extra_options), layout, refs,
                              query_state[0] if query_state else None, [], extra_options)
 
-    def attend_hooked(q_, k_, v_):
-        return hook(attend, q_, k_, v_, call) if hook is not None else attend(q_, k_, v_)
+    def attend_hooked(q_, k_, v_, key_bias=None):
+        if hook is None:
+            return attend(q_, k_, v_, key_bias)
+        call.key_bias = key_bias
+        return hook(lambda q2, k2, v2: attend(q2, k2, v2, key_bias), q_, k_, v_, call)
 
     if cross is None:  # installed for the hook only: plain per-frame attention
         return attend_hooked(q, k, v)
@@ -226,10 +233,13 @@ def cross_frame_attention_replace(q, k, v, extra_options):
             # k_pool, v_pool [G, n, P*Nk, C]; one plan per pool, shared by the groups
             token_sets = [tuple(layout.frames[p] for p in pool) for pool in pools]
             keys = [(ctx.step, ctx.layer, frames) for frames in token_sets]
-            plan = plan_token_sets(k_pool.mean(0), token_sets, keys, ctx.grid, ctx.step, ctx.settings)
+            plan = plan_token_sets(k_pool.mean(0), token_sets, keys, ctx.grid, ctx.step, ctx.settings,
+                                   protect_sources=ctx.settings.protect_keys)
             if call is not None:
                 call.pool_plans.append(plan)
-            return plan.merge(k_pool), plan.merge(v_pool)
+            # Proportional attention: a merged key weighs as many keys as it holds.
+            key_bias = plan.log_sizes(k_pool.dtype).expand(k_pool.shape[0], -1, -1)  # [G, n, M]
+            return plan.merge(k_pool), plan.merge(v_pool), key_bias
 
     return cross_frame_attention(q, k, v, layout, refs, attend_hooked, reduce_pool)
 

@@ -83,7 +83,8 @@ def reference_frames(frames: Sequence[int], mode: str, window: int = 1) -> list[
     return refs
 
 
-PoolReducer = Callable[[torch.Tensor, torch.Tensor, list], tuple[torch.Tensor, torch.Tensor]]
+# reduce_pool(k_pool, v_pool, pools) -> (k_pool, v_pool, key_bias or None)
+PoolReducer = Callable[[torch.Tensor, torch.Tensor, list], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
 
 
 def cross_frame_attention(
@@ -100,9 +101,11 @@ def cross_frame_attention(
     Args:
      - q [G*F, Nq, C], k and v [G*F, Nk, C] (Nq may differ from Nk, e.g. merged queries)
      - layout: G groups of F frames; refs: ``reference_frames`` of the F frames
-     - attend(q [B, Nq, C], k [B, M, C], v [B, M, C]) -> [B, Nq, C]
-     - reduce_pool(k_pool, v_pool, pools) -> (k, v): optional reduction (token merging) of
-       the key/value pools ``[G, n, P*Nk, C]``; ``pools`` lists each pool's batch positions
+     - attend(q [B, Nq, C], k [B, M, C], v [B, M, C], key_bias) -> [B, Nq, C]; key_bias is
+       None or ``[B, 1, M]``, added to the attention logits of every query
+     - reduce_pool(k_pool, v_pool, pools) -> (k, v, key_bias): optional reduction (token
+       merging) of the key/value pools ``[G, n, P*Nk, C]`` (``pools`` lists each pool's batch
+       positions); key_bias ``[G, n, M]`` or None, e.g. the log of each merged key's size
     Returns [G*F, Nq, C].
     """
     G, Fn = layout.groups, layout.count
@@ -120,9 +123,10 @@ def cross_frame_attention(
             k_pool, v_pool = k.reshape(G, 1, Fn * Nk, C), v.reshape(G, 1, Fn * Nk, Cv)
         else:
             k_pool, v_pool = k[:, pool].reshape(G, 1, -1, C), v[:, pool].reshape(G, 1, -1, Cv)
+        bias = None
         if reduce_pool is not None:
-            k_pool, v_pool = reduce_pool(k_pool, v_pool, [tuple(pool)])
-        out = attend(q.reshape(G, Fn * Nq, C), k_pool[:, 0], v_pool[:, 0])
+            k_pool, v_pool, bias = reduce_pool(k_pool, v_pool, [tuple(pool)])
+        out = attend(q.reshape(G, Fn * Nq, C), k_pool[:, 0], v_pool[:, 0], bias)  # bias [G, 1, M]
         return out.reshape(G * Fn, Nq, -1)
 
     out = None
@@ -134,10 +138,13 @@ def cross_frame_attention(
         n = len(members)
         k_pool = k[:, index].reshape(G, n, size * Nk, C)
         v_pool = v[:, index].reshape(G, n, size * Nk, Cv)
+        bias = None
         if reduce_pool is not None:
-            k_pool, v_pool = reduce_pool(k_pool, v_pool, [refs[p] for p in members])
+            k_pool, v_pool, bias = reduce_pool(k_pool, v_pool, [refs[p] for p in members])
         q_part = q[:, members].reshape(G * n, Nq, C)
-        o = attend(q_part, k_pool.reshape(G * n, -1, C), v_pool.reshape(G * n, -1, Cv))
+        if bias is not None:
+            bias = bias.reshape(G * n, 1, -1)
+        o = attend(q_part, k_pool.reshape(G * n, -1, C), v_pool.reshape(G * n, -1, Cv), bias)
         if out is None:
             out = o.new_empty(G, Fn, Nq, o.shape[-1])
         out[:, members] = o.view(G, n, Nq, -1)

@@ -9,7 +9,9 @@ destination's output back to the sources merged into it.
 What OCD (arXiv 2401.05735) adds, and what this module owns:
 - destinations are re-drawn per frame, deterministically from (seed, absolute frame, step);
 - the match score of foreground (object) sources is lowered by a monotone penalty, so the
-  merged tokens come from the background and the object stays at full resolution;
+  merged queries come from the background and the object's outputs stay at full resolution
+  (a key/value pool, read by every query, is by default only kept from merging across the
+  object's boundary: ``TokenMergeSettings.protect_keys``);
 - a token set may span several frames (a cross-frame key/value pool): sources of one frame
   can merge into destinations of another, where most of a video's redundancy is;
 - merges can be recorded during one sampling pass and replayed in a later one
@@ -118,6 +120,16 @@ class MergePlan:
         index = self.slot.unsqueeze(-1).expand(*y.shape[:-2], self.num_tokens, y.shape[-1])
         return torch.gather(y, -2, index)
 
+    def log_sizes(self, dtype=torch.float32) -> torch.Tensor:
+        """``[B, size]``: log of how many tokens each slot holds. Added to the attention
+        logits of merged keys (ToMe's proportional attention, Bolya et al. 2023, sec. 3), a
+        slot of m tokens weighs as much as its m tokens did: merging m identical keys/values
+        then leaves attention unchanged, and a region whose keys are merged heavily (the
+        background, under foreground protection) keeps its share of every query's attention."""
+        counts = torch.zeros(self.slot.shape[0], self.size, dtype=dtype, device=self.slot.device)
+        counts.scatter_add_(1, self.slot, torch.ones_like(self.slot, dtype=dtype))
+        return counts.log()
+
     def merged_away(self) -> torch.Tensor:
         """Boolean ``[B, T]``: tokens that share their slot with another token (merged)."""
         counts = torch.zeros(self.slot.shape[0], self.size, dtype=torch.int64, device=self.slot.device)
@@ -163,6 +175,7 @@ def bipartite_soft_matching(
     r: int,
     foreground: torch.Tensor | None = None,
     protection: float = 0.0,
+    protect_sources: bool = True,
 ) -> MergePlan:
     """Object-centric bipartite soft matching.
 
@@ -179,6 +192,9 @@ def bipartite_soft_matching(
        foreground weight is subtracted from a source's best score, and times
        ``|fg_src - fg_dst|`` from every edge (monotone: cosine scores can be negative, so
        scaling them down would not lower them)
+     - protect_sources: False keeps only the edge penalty: tokens merge by similarity alone,
+       but never across the object's boundary (used for key/value pools, see
+       ``TokenMergeSettings.protect_keys``)
     Returns the MergePlan (slots ``[B, T]``, merged length ``T - r``).
     """
     B, T, _ = metric.shape
@@ -210,7 +226,7 @@ def bipartite_soft_matching(
             foreground = foreground.to(metric)
             fg_src, fg_dst = torch.gather(foreground, 1, a_idx), torch.gather(foreground, 1, b_idx)
         node_max, node_idx = _best_match(a, b, fg_src, fg_dst, penalty)
-        if penalty is not None:
+        if penalty is not None and protect_sources:
             node_max = node_max - penalty * fg_src
 
         # The r best-matched sources are merged, greedily.
@@ -284,6 +300,11 @@ class TokenMergeSettings:
     - blocks: UNet parts merged: names ("input", "middle", "output") or "name.number"
     - seed: destinations are drawn from (seed, absolute frame, step)
     - protection: foreground_protection in [0, 1]
+    - protect_keys: whether protection also keeps the object's tokens out of the merges of the
+      cross-frame key/value pool (OCD's rule applied literally). Off (default), the pool is
+      merged by similarity, never across the object's boundary: keys are read by every query,
+      and forcing all pool merges into the background averages poorly matched background keys,
+      which changes what the object's queries read too (docs/attention.md, measured)
     - foreground_mask: ``[M, H, W]`` in [0, 1] (M = 1 or one per frame) or None
     - pairing: "off", "record" or "replay"; store: the MergeStore for record/replay
     """
@@ -295,6 +316,7 @@ class TokenMergeSettings:
     blocks: tuple[str, ...] = ("input", "middle", "output")
     seed: int = 0
     protection: float = 1.0
+    protect_keys: bool = False
     foreground_mask: torch.Tensor | None = None
     pairing: str = "off"
     store: MergeStore | None = None
@@ -351,6 +373,7 @@ def plan_token_sets(
     grid: tuple[int, int],
     step: int,
     settings: TokenMergeSettings,
+    protect_sources: bool = True,
 ) -> MergePlan:
     """Merge plans for B token sets, each the tokens of one or more frames.
 
@@ -359,6 +382,8 @@ def plan_token_sets(
        absolute frame indices each, concatenated in that order)
      - keys: one store key per row (used in record/replay)
      - grid: (h, w) token grid of one frame; step: the sampling step
+     - protect_sources: see ``bipartite_soft_matching`` (False for key/value pools unless
+       ``settings.protect_keys``)
     Destinations of each frame follow (seed, frame, step), the same in every token set that
     holds the frame. In replay mode the plans come from the store, nothing is computed.
     """
@@ -400,7 +425,7 @@ def plan_token_sets(
         foreground = torch.stack([torch.cat([weights[row_of[f]] for f in frames]) for frames in token_sets])
 
     r = int(metric.shape[1] * settings.ratio)
-    plan = bipartite_soft_matching(metric, is_dst, r, foreground, settings.protection)
+    plan = bipartite_soft_matching(metric, is_dst, r, foreground, settings.protection, protect_sources)
     if store is None:
         return plan
     rows = []

@@ -14,6 +14,10 @@ def test_server_lists_the_attention_nodes(object_info):
     assert merge["category"] == "OCD/attention"
     assert merge["output"] == ["MODEL", "OCD_MERGE_RECORD"]
     assert "merge_record" in merge["input"]["optional"] and "mask" in merge["input"]["optional"]
+    # added after the first release: optional, last, and off by default, so workflows saved
+    # before it (one widget value fewer) load with the behaviour they were saved with
+    assert merge["input_order"]["optional"][-1] == "protect_object_keys"
+    assert merge["input"]["optional"]["protect_object_keys"][1]["default"] is False
     assert object_info["OCD_CrossFrameAttention"]["input"]["required"]["mode"][1]["options"] == [
         "first", "sparse_causal", "window", "full"]
 

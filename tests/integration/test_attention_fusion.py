@@ -132,3 +132,22 @@ def test_token_merge_pairs_inversion_and_edit_and_shrinks_the_record(model):
     # without the replayed plans the merged record does not line up with the edit's attention
     with pytest.raises(ValueError, match="input 'inversion'"), torch.inference_mode():
         inversion_sampler.edit(cross, merged, inverted, cond, None, cfg=1.0, self_replace=1.0)
+
+
+def test_recording_attends_like_the_model_over_a_merged_key_pool(model):
+    """The recording hook computes attention itself: over a merged key/value pool it must add
+    the merged keys' log sizes (proportional attention) as the attention backend does, or
+    recording would change the inversion it records."""
+    from ocd.attention_patch import apply_cross_frame_attention, apply_token_merge
+    from ocd.token_merge import TokenMergeSettings
+
+    merged = apply_token_merge(apply_cross_frame_attention(model, "full"), TokenMergeSettings(ratio=0.5, protection=0.0))
+    latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(8)) / 0.18215
+    cond = rm.random_text_conditioning(1, 64, 3)
+    with torch.inference_mode():
+        plain, _ = inversion_sampler.invert(merged, latent, cond, solver="ddim", steps=3)
+        recorded, record = inversion_sampler.invert(merged, latent, cond, solver="ddim", steps=3,
+                                                    record_attention=1.0, max_record_tokens=4096,
+                                                    record_dtype=torch.float32)
+    assert record.extras[inversion_sampler.SELF_ATTENTION].nbytes > 0
+    torch.testing.assert_close(recorded, plain, rtol=1e-4, atol=1e-4)

@@ -117,35 +117,53 @@ def test_two_patched_clones_do_not_interfere(ocd_nodes, run, base, conditioning)
     assert settings_a.ratio == 0.5 and settings_a.store is record_a
 
 
-def test_no_object_token_is_merged_with_full_protection(ocd_nodes, run, base, conditioning):
+def _recorded_merges(record, h, w, seed, fg):
+    """Per recorded plan: (is a key/value pool, merged-away object sources, merges across the
+    object's outline, merged-away sources)."""
+    for (step, _layer, frames), plan in record.plans.items():
+        pool = isinstance(frames, tuple)
+        frames = frames if pool else (frames,)
+        dst = torch.cat([tm.destination_mask(h, w, 2, 2, tm.draw_destination_choice(
+            h, w, 2, 2, tm.frame_generator(seed, f, step))) for f in frames])
+        is_fg = fg.repeat(len(frames))
+        merged = plan.merged_away()[0]
+        slot = plan.slot[0]
+        # a slot holding both object and background tokens is a merge across the outline
+        fg_in_slot = torch.zeros(plan.size, dtype=torch.long).index_add_(0, slot, is_fg.long())
+        bg_in_slot = torch.zeros(plan.size, dtype=torch.long).index_add_(0, slot, (~is_fg).long())
+        crossing = int(((fg_in_slot > 0) & (bg_in_slot > 0)).sum())
+        yield pool, int((merged & is_fg & ~dst).sum()), crossing, int((merged & ~dst).sum())
+
+
+@pytest.mark.parametrize("protect_object_keys", [False, True])
+def test_no_object_token_is_merged_with_full_protection(ocd_nodes, run, base, conditioning, protect_object_keys):
+    """Protection 1 at a ratio below the background's share: no object query is merged and
+    nothing merges across the outline; the key/value pool keeps its object tokens only with
+    protect_object_keys (by default it merges them among themselves)."""
     full = cross_frame(ocd_nodes, run, base, "full")
     mask = object_mask()
     model, record = token_merge(ocd_nodes, run, full, merge_ratio=0.5, foreground_protection=1.0,
-                                seed=3, pairing="record", mask=mask)
+                                seed=3, pairing="record", mask=mask, protect_object_keys=protect_object_keys)
     sample(model, conditioning)
     h = w = LATENT  # highest-resolution layers only (max_downsample 1)
-    fg = tm.foreground_weights(mask, h, w)[0] >= 1.0
-    merged_any = 0
-    checked = 0
-    for (step, _layer, frames), plan in record.plans.items():
-        frames = frames if isinstance(frames, tuple) else (frames,)
-        dst = torch.cat([tm.destination_mask(h, w, 2, 2, tm.draw_destination_choice(
-            h, w, 2, 2, tm.frame_generator(3, f, step))) for f in frames])
-        fg_sources = fg.repeat(len(frames)) & ~dst
-        merged = plan.merged_away()[0]
-        assert not (merged & fg_sources).any(), f"an object token was merged at {step, _layer, frames}"
-        # nor did background merge into an object destination
-        assert not (merged & fg.repeat(len(frames))).any()
-        merged_any += int((merged & ~dst).sum())
-        checked += 1
-    assert checked >= 2 * 3 * (FRAMES + 1)  # 2 steps x 3 layers x (4 frames + 1 pool)
-    assert merged_any > 0
+    fg = tm.foreground_weights(mask, h, w)[0] >= 1.0  # the mask is aligned to the token grid
+    merges = list(_recorded_merges(record, h, w, 3, fg))
+    assert sum(not pool for pool, *_ in merges) == 2 * 3 * FRAMES  # 2 steps x 3 layers x 4 frames
+    assert sum(pool for pool, *_ in merges) == 2 * 3  # one pool of all frames per step and layer
+    for pool, fg_merged, crossing, merged in merges:
+        assert merged > 0 and crossing == 0
+        if not pool or protect_object_keys:
+            assert fg_merged == 0
+    pool_fg_merged = sum(fg_merged for pool, fg_merged, *_ in merges if pool)
+    assert (pool_fg_merged == 0) == protect_object_keys
 
-    # plain merging on the same model does take object tokens (the test can fail)
+    # plain merging on the same model does take object tokens and crosses the outline
     plain, plain_record = token_merge(ocd_nodes, run, full, merge_ratio=0.5, foreground_protection=0.0,
                                       seed=3, pairing="record", mask=mask)
     sample(plain, conditioning)
-    assert any((p.merged_away()[0] & fg.repeat(p.num_tokens // (h * w))).any() for p in plain_record.plans.values())
+    plain_merges = list(_recorded_merges(plain_record, h, w, 3, fg))
+    assert any(fg_merged for pool, fg_merged, *_ in plain_merges if not pool)
+    assert any(crossing for *_, crossing, _ in plain_merges)
 
 
 def test_replay_reproduces_recorded_merges_exactly(ocd_nodes, run, base, conditioning):

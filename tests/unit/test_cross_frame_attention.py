@@ -11,11 +11,13 @@ from ocd.errors import OCDInputError
 HEADS = 2
 
 
-def attend(q, k, v):
-    """Multi-head attention, [B, N, C] -> [B, N, C] (what ComfyUI's optimized attention does)."""
+def attend(q, k, v, key_bias=None):
+    """Multi-head attention, [B, N, C] -> [B, N, C], key_bias [B, 1, M] added to the logits
+    (what ComfyUI's optimized attention does with a mask)."""
     B, Nq, C = q.shape
     split = lambda t: t.view(B, -1, HEADS, C // HEADS).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    mask = None if key_bias is None else key_bias.unsqueeze(1)
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
     return out.transpose(1, 2).reshape(B, Nq, C)
 
 
@@ -99,7 +101,7 @@ def test_merged_queries_and_pool_reduction():
     def keep_half(k_pool, v_pool, pools):
         seen.extend(pools)
         assert k_pool.shape[:2] == (1, len(pools)) and k_pool.shape[2] == 12 * len(pools[0])
-        return k_pool[:, :, ::2], v_pool[:, :, ::2]
+        return k_pool[:, :, ::2], v_pool[:, :, ::2], None
 
     refs = cfa.reference_frames(layout.frames, "first")
     out = cfa.cross_frame_attention(q, k, v, layout, refs, attend, keep_half)
@@ -113,3 +115,37 @@ def test_merged_queries_and_pool_reduction():
     seen.clear()
     cfa.cross_frame_attention(q, k, v, layout, cfa.reference_frames(layout.frames, "full"), attend, keep_half)
     assert seen == [(0, 1, 2)]  # full: one pool shared by all frames
+
+
+def test_merged_pool_with_proportional_attention_is_exact_on_identical_frames():
+    """A pool of identical frames merged across frames (every source into its copy in another
+    frame) gives the unmerged output only when merged keys weigh their size (log-size bias)."""
+    from ocd.token_merge import TokenMergeSettings, plan_token_sets
+
+    gen = torch.Generator().manual_seed(3)
+    frames, h, w, C = 4, 4, 4, 8
+    N = h * w
+    one = [torch.randn(1, 1, N, C, generator=gen).expand(1, frames, N, C).reshape(-1, N, C) for _ in range(3)]
+    q, k, v = one
+    layout = cfa.FrameLayout(1, tuple(range(frames)))
+    refs = cfa.reference_frames(layout.frames, "full")
+    # ratio 0.25: fewer merges than sources with a copy among the (per-frame random) destinations
+    settings = TokenMergeSettings(ratio=0.25, protection=0.0)
+    plans = []
+
+    def merge_pool(k_pool, v_pool, pools, proportional):
+        plan = plan_token_sets(k_pool.mean(0), pools, [None] * len(pools), (h, w), 0, settings)
+        plans.append(plan)
+        bias = plan.log_sizes().expand(k_pool.shape[0], -1, -1) if proportional else None
+        return plan.merge(k_pool), plan.merge(v_pool), bias
+
+    unmerged = cfa.cross_frame_attention(q, k, v, layout, refs, attend)
+    proportional = cfa.cross_frame_attention(q, k, v, layout, refs, attend, lambda *a: merge_pool(*a, True))
+    plain = cfa.cross_frame_attention(q, k, v, layout, refs, attend, lambda *a: merge_pool(*a, False))
+    plan = plans[0]
+    assert plan.size == frames * N - frames * N // 4  # a quarter of the pool was merged away
+    position = torch.arange(frames * N) % N  # every merge joined copies of one token
+    for slot in plan.slot[0].unique():
+        assert position[plan.slot[0] == slot].unique().numel() == 1
+    torch.testing.assert_close(proportional, unmerged, rtol=1e-5, atol=1e-5)
+    assert (plain - unmerged).abs().max() > 1e-2  # without the sizes, merged keys lose weight

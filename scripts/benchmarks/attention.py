@@ -5,8 +5,9 @@ from the token counts of every self-attention layer, and the fidelity (PSNR insi
 an object mask) of each merged variant's UNet output against the unmerged cross-frame output.
 
 Variants: no patch; cross-frame `full`; `full` + core TomePatchModel; `full` + OCD_TokenMerge
-at each --ratios (object-centric, protection 1); and, for fidelity only, `full` + plain
-merging (protection 0) at the same ratios.
+at each --ratios (object-centric: protection 1, the node's defaults); and, for fidelity
+only, at the same ratios, the literal rule (protect_object_keys) and plain merging
+(protection 0).
 
 Memory: on CUDA, torch.cuda.max_memory_allocated around one call. On the CPU, tracemalloc
 does not see torch's allocations, so the peak resident set size of the process is used:
@@ -84,6 +85,61 @@ class PeakMemory:
         return False
 
 
+class AttentionPeakMemory:
+    """Peak memory of each self-attention step of a UNet call, above what was resident when
+    the step started; ``mib`` is the largest over the call's layers.
+
+    A step runs from the layer's ``attn1.to_q`` projection to its ``attn1.to_out`` projection,
+    in every variant: ComfyUI's own attention, core ToMe (which merges before ``to_q`` and
+    unmerges after ``to_out``), and OCD's cross-frame replace (pool gathering, matching,
+    merging and the attention kernel all run between the two). Measured with module hooks,
+    the same way as ``PeakMemory`` but per step."""
+
+    def __init__(self, model, device: str):
+        self.model, self.device, self.mib = model, device, 0.0
+        self.handles = []
+
+    def _start(self, *_):
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.start = _status_kib("VmRSS")
+
+    def _stop(self, *_):
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        else:
+            mib = (_status_kib("VmHWM") - self.start) / 1024
+        self.mib = max(self.mib, mib)
+
+    def __enter__(self):
+        from ocd.attention_patch import transformer_blocks
+
+        for _key, block in transformer_blocks(self.model):
+            if not getattr(block, "disable_self_attn", False):
+                self.handles.append(block.attn1.to_q.register_forward_pre_hook(self._start))
+                self.handles.append(block.attn1.to_out.register_forward_hook(self._stop))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +172,13 @@ def video_latent(frames: int, h: int, w: int, seed: int):
         obj = texture[..., frames - f : frames - f + w]
         out.append(bg * (1 - mask) + (0.5 + obj) * mask)
     return torch.cat(out)
+
+
+def tokens_as_image(tokens):
+    """Attention output tokens ``[F, h*w, C]`` of a square grid -> ``[F, C, h, w]``."""
+    F_, n, C = tokens.shape
+    side = math.isqrt(n)
+    return tokens.reshape(F_, side, side, C).permute(0, 3, 1, 2)
 
 
 def psnr(a, b, region) -> float:
@@ -197,10 +260,15 @@ def build_variants(base, ratios, mask, seed):
         if ratio == 0.5:
             core = TomePatchModel.execute(full, 0.5).result[0]
             variants.append(("full + core TomePatchModel 0.5", core, {"cross": True, "core_tome": 0.5}, True))
+    # Per ratio: object-centric as the node's defaults (timed), then for fidelity only the
+    # literal rule (object keys kept out of the pool's merges too) and plain merging.
+    kinds = (("object-centric", dict(protection=1.0), True),
+             ("object-centric, object keys protected", dict(protection=1.0, protect_keys=True), False),
+             ("plain", dict(protection=0.0), False))
     for ratio in ratios:
-        for protection, timed in ((1.0, True), (0.0, False)):
-            settings = TokenMergeSettings(ratio=ratio, protection=protection, foreground_mask=mask[None], seed=seed)
-            name = f"full + OCD_TokenMerge {ratio:g} ({'object-centric' if protection else 'plain'})"
+        for label, options, timed in kinds:
+            settings = TokenMergeSettings(ratio=ratio, foreground_mask=mask[None], seed=seed, **options)
+            name = f"full + OCD_TokenMerge {ratio:g} ({label})"
             variants.append((name, apply_token_merge(full, settings), {"cross": True, "ocd": ratio}, timed))
     return variants
 
@@ -210,8 +278,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--size", type=int, default=256, help="frame size in pixels (square; latent = size/8)")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant (median reported)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls per variant after the untimed ones (median reported)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sharpness", type=float, default=2.0,
                         help="scale of the random to_q and to_k weights (see the docs: random weights give "
@@ -259,52 +328,70 @@ def main(argv=None) -> int:
 
     def timed_call(model):
         wall, cpu = time.perf_counter(), time.process_time()
-        out = call(model)
-        return out, time.perf_counter() - wall, time.process_time() - cpu
+        call(model)
+        return time.perf_counter() - wall, time.process_time() - cpu
 
-    # Round-robin: every variant's first call (memory, output), then the further repetitions
-    # variant after variant, so that the load of other jobs on a shared machine drifts over
-    # all variants alike. CPU time (all threads of this process) is reported beside wall time:
-    # it is what the call costs, whatever else runs.
+    # The first merged layer's attention output: every variant gets the same input there, so
+    # it shows the merging's own error before later layers spread it.
+    first_merged = ("input", 1)
+    local = {}
+
+    def capture(out, extra_options):
+        if tuple(extra_options["block"]) == first_merged:
+            local["out"] = out.detach().float().cpu()
+        return out
+
+    # Untimed first: each variant's output (with the whole call's peak memory), then, for the
+    # timed variants, one call measuring the peak of every self-attention step. Then the timed
+    # calls round-robin, variant after variant, so that the load of other jobs on a shared
+    # machine drifts over all variants alike. CPU time (all threads of this process) is
+    # reported beside wall time: it is what the call costs, whatever else runs.
     variants = build_variants(base, args.ratios, mask, args.seed)
-    outputs, peaks, walls, cpus = {}, {}, {}, {}
-    for name, model, _flops, _timed in variants:
+    outputs, layer_outputs, peaks, attention_peaks, walls, cpus = {}, {}, {}, {}, {}, {}
+    for name, model, _flops, timed in variants:
+        probe = model.clone()
+        probe.set_model_attn1_output_patch(capture)
         with PeakMemory(args.device) as peak:
-            out, wall, cpu = timed_call(model)
-        outputs[name], peaks[name], walls[name], cpus[name] = out.float().cpu(), peak.mib, [wall], [cpu]
-        print(f"{name}: first call {wall:.2f} s ({cpu:.1f} CPU s), peak {peak.mib:.0f} MiB", flush=True)
-    for _ in range(args.repeats - 1):
+            out = call(probe)
+        outputs[name], layer_outputs[name], peaks[name] = out.float().cpu(), local.pop("out"), peak.mib
+        attention_peaks[name], walls[name], cpus[name] = float("nan"), [], []
+        if timed:
+            with AttentionPeakMemory(model, args.device) as attention_peak:
+                call(model)
+            attention_peaks[name] = attention_peak.mib
+        print(f"{name}: peak {peak.mib:.0f} MiB, self-attention peak {attention_peaks[name]:.0f} MiB", flush=True)
+    for _ in range(args.repeats):
         for name, model, _flops, timed in variants:
             if timed:
-                _, wall, cpu = timed_call(model)
+                wall, cpu = timed_call(model)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 print(f"{name}: {wall:.2f} s ({cpu:.1f} CPU s)", flush=True)
-    rows = []
+    reference, layer_reference = outputs["cross-frame full"], tokens_as_image(layer_outputs["cross-frame full"])
+    inside = mask.bool()
+    median = lambda values: statistics.median(values) if values else float("nan")  # noqa: E731
+    full_name, core_name = "cross-frame full", next((v[0] for v in variants if "core" in v[0]), None)
+    table = []
     for name, _model, flops_variant, timed in variants:
         attn, match = attention_gflops(layers, args.frames, flops_variant)
-        rows.append([name, statistics.median(walls[name]), statistics.median(cpus[name]), peaks[name],
-                     attn, match, timed])
-
-    reference = outputs["cross-frame full"]
-    inside = mask.bool()
-    full_row = next(r for r in rows if r[0] == "cross-frame full")
-    core_row = next((r for r in rows if "core" in r[0]), None)
-    table = []
-    for name, wall, cpu, mib, attn, match, timed in rows:
-        is_ref = name == "cross-frame full"
-        speed = f"{full_row[1] / wall:.2f}x / {full_row[2] / cpu:.2f}x" if timed else ""
-        vs_core = (f"{core_row[1] / wall:.2f}x / {core_row[2] / cpu:.2f}x"
-                   if timed and core_row is not None and "OCD" in name else "")
+        wall, cpu = median(walls[name]), median(cpus[name])
+        is_ref = name == full_name
+        vs = lambda other: (f"{median(walls[other]) / wall:.2f}x / {median(cpus[other]) / cpu:.2f}x"  # noqa: E731
+                            if timed and other is not None else "")
+        layer = tokens_as_image(layer_outputs[name])
         table.append([
-            name, f"{wall:.1f}" if timed else f"({wall:.1f}, 1 call)", f"{cpu:.1f}" if timed else f"({cpu:.1f})",
-            speed, vs_core, f"{mib:.0f}", f"{attn:.1f}", f"{match:.1f}",
+            name, f"{wall:.1f}" if timed else "", f"{cpu:.1f}" if timed else "",
+            vs(full_name), vs(core_name) if "OCD" in name else "", f"{peaks[name]:.0f}",
+            f"{attention_peaks[name]:.0f}" if timed else "", f"{attn:.1f}", f"{match:.1f}",
             "ref." if is_ref else f"{psnr(outputs[name], reference, inside):.2f}",
             "ref." if is_ref else f"{psnr(outputs[name], reference, ~inside):.2f}",
+            "ref." if is_ref else f"{psnr(layer, layer_reference, inside):.2f}",
+            "ref." if is_ref else f"{psnr(layer, layer_reference, ~inside):.2f}",
         ])
     header = ["variant", "wall s / call", "CPU s / call", "speed-up vs full (wall / CPU)",
-              "vs core ToMe (wall / CPU)", "peak MiB", "attn GFLOP", "matching GFLOP",
-              "PSNR in mask (dB)", "PSNR outside (dB)"]
+              "vs core ToMe (wall / CPU)", "peak MiB (call)", "peak MiB (self-attention)", "attn GFLOP",
+              "matching GFLOP", "PSNR in mask (dB)", "PSNR outside (dB)",
+              "first merged layer: PSNR in mask", "first merged layer: PSNR outside"]
     device_name = "GPU" if device.type == "cuda" else "CPU"
     body = "\n".join([
         f"## Cross-frame attention and token merging ({device_name}, {args.frames} x {args.size}x{args.size})",
@@ -314,15 +401,22 @@ def main(argv=None) -> int:
         f"- date: {today()}; SD1.5 UNet architecture, random weights (seed {args.seed}, attention q/k "
         f"weights x{args.sharpness:g}), {dtype}, batch of {args.frames} frames, one group (no CFG batch), "
         f"merging in the highest-resolution layers (max_downsample 1).",
-        f"- time: median of {args.repeats} calls per variant, taken round-robin over the variants; wall "
-        "time is noisy on this shared machine (other jobs ran), CPU time (all threads of the process) "
-        "much less so; peak memory: of the first call, above the resident memory before it "
-        "(CPU: peak RSS, see the script's docstring; GPU: max_memory_allocated).",
+        f"- time: median of {args.repeats} calls per variant after untimed ones, taken round-robin over "
+        "the variants; CPU time (all threads of the process) is less sensitive than wall time to "
+        "other jobs on the machine.",
+        "- memory: peak of a whole call, and the largest peak of one self-attention step (from the "
+        "layer's q projection to its output projection: gathering, matching, merging and the "
+        "attention kernel), above the memory resident when it started (CPU: peak RSS, see the "
+        "script's docstring; GPU: max_memory_allocated).",
         "- attention FLOPs: counted from the token counts of every self-attention layer (QK^T and AV); "
         "matching: the cosine-similarity products of bipartite matching.",
-        "- fidelity: PSNR of each UNet output against the unmerged cross-frame `full` output, inside and "
-        "outside a centred ellipse covering ~25% of the frame (the object mask given to OCD_TokenMerge). "
-        "Plain = foreground_protection 0, object-centric = 1. Rows in parentheses ran once, for fidelity.",
+        "- fidelity: PSNR against the unmerged cross-frame `full` run, inside and outside a centred "
+        "ellipse covering ~25% of the frame (the object mask given to OCD_TokenMerge): of the UNet "
+        f"output, and of the attention output of the first merged layer ({first_merged[0]} block "
+        f"{first_merged[1]}, the same input in every variant: the merging's own error). Plain = "
+        "foreground_protection 0; object-centric = 1 (the node's defaults: object queries protected, "
+        "the key/value pool merged without crossing the object's outline); object keys protected = "
+        "also protect_object_keys. Rows without times ran once, for fidelity.",
         "",
         markdown_table(header, table),
     ])

@@ -34,9 +34,11 @@ from .errors import OCDInputError
 # foreground source below every background source. The margin covers fp16 rounding.
 FOREGROUND_PENALTY = 2.05
 
-# Sources are matched in chunks of this many score-matrix elements, so a key/value pool of
-# many frames never materialises its whole (sources x destinations) score matrix at once.
-_SCORE_CHUNK_ELEMENTS = 1 << 26
+# Sources are matched in chunks of this many score-matrix elements (16 MiB in float32), so a
+# key/value pool of many frames never materialises its whole (sources x destinations) score
+# matrix: with memory-efficient attention kernels (GPU) that matrix would otherwise be the
+# largest tensor of the whole attention step (8 frames at 64x64 tokens: 24576 x 8192).
+_SCORE_CHUNK_ELEMENTS = 1 << 22
 
 PAIRING_MODES = ("off", "record", "replay")
 
@@ -160,9 +162,9 @@ def _best_match(a: torch.Tensor, b: torch.Tensor, fg_src=None, fg_dst=None, pena
     best, index = [], []
     for start in range(0, a.shape[1], chunk):
         scores = a[:, start : start + chunk] @ b.transpose(-1, -2)
-        if penalty is not None:
-            crossing = (fg_src[:, start : start + chunk, None] - fg_dst[:, None, :]).abs()
-            scores = scores - penalty * crossing
+        if penalty is not None:  # in place: one more chunk-sized tensor, not three
+            crossing = fg_src[:, start : start + chunk, None] - fg_dst[:, None, :]
+            scores.sub_(crossing.abs_().mul_(penalty))
         m, i = scores.max(dim=-1)
         best.append(m)
         index.append(i)

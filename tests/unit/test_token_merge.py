@@ -213,3 +213,15 @@ def test_layer_selection():
     assert s.applies_to(("output", 9), 1) and not s.applies_to(("output", 10), 1)
     assert not s.applies_to(("middle", 0), 1)
     assert not tm.TokenMergeSettings(ratio=0.0).applies_to(("input", 1), 1)
+
+
+@pytest.mark.parametrize("protection", [0.0, 1.0])
+def test_matching_in_chunks_gives_the_same_plan(monkeypatch, protection):
+    """Pools are matched a few sources at a time to bound memory: the plan must not depend
+    on the chunk size."""
+    x, fg, is_dst = object_scene(seed=4)
+    r = int(0.5 * x.shape[1])
+    whole = tm.bipartite_soft_matching(x, is_dst, r, fg, protection=protection)
+    monkeypatch.setattr(tm, "_SCORE_CHUNK_ELEMENTS", 7 * int(is_dst.sum()))  # 7 sources per chunk
+    chunked = tm.bipartite_soft_matching(x, is_dst, r, fg, protection=protection)
+    assert torch.equal(chunked.slot, whole.slot) and chunked.size == whole.size

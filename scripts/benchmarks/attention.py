@@ -100,30 +100,11 @@ class AttentionPeakMemory:
         self.handles = []
 
     def _start(self, *_):
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            self.start = _status_kib("VmRSS")
+        self.step = PeakMemory(self.device).__enter__()
 
     def _stop(self, *_):
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
-        else:
-            mib = (_status_kib("VmHWM") - self.start) / 1024
-        self.mib = max(self.mib, mib)
+        self.step.__exit__(None, None, None)
+        self.mib = max(self.mib, self.step.mib)
 
     def __enter__(self):
         from ocd.attention_patch import transformer_blocks

@@ -173,7 +173,9 @@ class DualRateEditFromInversion(io.ComfyNode):
             description="Edit From Inversion with Object-Centric Sampling: the object (mask) is "
             "denoised on a crop with every step of the inversion's schedule, the background with "
             "background_step_ratio times fewer steps (fusing the recorded attention), then both are "
-            "blended and finished together. Faster than Edit From Inversion when the object is small.",
+            "blended and finished together. The crop is first inverted on its own (one pass over the "
+            "crop), so that the object walks back to its source structure. Faster than Edit From "
+            "Inversion when the object is small.",
             inputs=[
                 *_edit_inputs(),
                 io.Float.Input(

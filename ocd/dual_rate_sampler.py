@@ -64,6 +64,18 @@ class SamplingSeam:
         editing pass walks back exactly the sigmas the inversion walked up).
     sampler: a ComfyUI SAMPLER object to use instead of ``sampler_name``'s (e.g. the
         inversion's solver); ``sampler_name`` still names it for the cost prediction.
+    foreground_start: ``foreground_start(box, crop_model) -> [F,C,bh,bw]`` the foreground
+        branch's start latent for the crop ``box``, given the foreground branch's model
+        (``restrict_to_crop``). None: the crop of start_latent. Its model evaluations count
+        as the phase "foreground_start" (the progress bar's total grows by one walk of the
+        schedule). An inverted latent
+        belongs to the whole frame: a UNet sees a crop differently (normalisation statistics,
+        borders, fewer tokens), so the crop of a whole-frame inversion does not walk back to
+        its source; an inversion of the crop itself does (``inversion_sampler.edit_dual_rate``).
+    foreground_finish: ``foreground_finish(box, z_fg, step) -> z_fg`` applied to the
+        foreground branch's latent at the blend point (``step``: its index in the full
+        schedule) before blending, e.g. to move it from the crop's trajectory onto the whole
+        frame's.
 
     Every phase's model numbers steps in the FULL schedule
     (``ocd.attention_patch.number_steps_by``), so step-keyed records (attention maps, merge
@@ -77,6 +89,8 @@ class SamplingSeam:
     on_step: Callable[[str, int, float, torch.Tensor], None] | None = None
     on_blend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
     phase_model: Callable[[str, object], object] | None = None
+    foreground_start: Callable[[ocs.CropBox, object], torch.Tensor] | None = None
+    foreground_finish: Callable[[ocs.CropBox, torch.Tensor, int], torch.Tensor] | None = None
 
 
 @dataclass
@@ -360,11 +374,20 @@ def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str
                 # one channel: comfy's reshape_mask folds channels into the batch
                 fg_mask = box.crop(comfy.sampler_helpers.prepare_mask(
                     noise_mask, (frames, 1, height, width), "cpu"))
-            fg_model = restrict_to_crop(work, _mask_cropper(box, (height, width)))
+            cropper = _mask_cropper(box, (height, width))
+            fg_model = restrict_to_crop(work, cropper)
+            fg_start = box.crop(latent_image)
+            if seam.foreground_start is not None:
+                # counted like a phase (progress bar, interrupt point): one walk of the schedule
+                counter.total += ocs.evaluations(sampler_name, sigmas) or 0
+                counter.phase = "foreground_start"
+                fg_start = seam.foreground_start(box, fg_model)
             z_fg = _run_phase(fg_model, counter, seam, "foreground", list(range(schedule.blend_index + 1)),
-                              box.crop(noise), box.crop(latent_image), schedule.foreground.to(sigmas.device),
+                              box.crop(noise), fg_start, schedule.foreground.to(sigmas.device),
                               fg_mask, crop_conditioning(positive, box, (height, width), memo),
                               crop_conditioning(negative, box, (height, width), memo), **common)
+            if seam.foreground_finish is not None:
+                z_fg = seam.foreground_finish(box, z_fg, schedule.blend_index)
             z = ocs.blend(z_fg, z_bg, weights, box)
             if seam.on_blend is not None:
                 seam.on_blend(z_fg, z_bg, weights, z)

@@ -41,6 +41,12 @@ class InversionRecord:
     model_fingerprint: str
     source_latent: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
+    # (positive, negative, cfg) the inversion ran with: to invert a part of the frame again
+    # (the dual-rate edit's crop)
+    prompt: tuple | None = None
+    # the inversion's latent at every generation sigma (user latent space, CPU):
+    # trajectory[k] is at generation_sigmas[k]; [0] is the inverted latent, [-1] the source
+    trajectory: list[torch.Tensor] | None = None
 
     @property
     def steps(self) -> int:
@@ -127,6 +133,26 @@ def _fusion_hook(record: InversionRecord, self_replace: float, blend_mask: torch
     return FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
 
 
+def _trajectory_recorder(model, callback: Callable | None):
+    """(states, sampler callback): the callback appends the latent after every step (user
+    latent space, on the CPU) to states, and calls ``callback``."""
+    latent_format = model.get_model_object("latent_format")
+    states: list[torch.Tensor] = []
+
+    def record(step, x0, x, total):
+        states.append(latent_format.process_out(x.detach().float()).cpu())
+        if callback is not None:
+            callback(step, x0, x, total)
+
+    return states, record
+
+
+def _generation_order(inversion_states: list[torch.Tensor], source: torch.Tensor) -> list[torch.Tensor]:
+    """An inversion's per-step latents re-indexed by the generation schedule: after inversion
+    step i the latent is at generation sigma n - 1 - i; the source is at sigma n (0)."""
+    return inversion_states[::-1] + [source.detach().float().cpu()]
+
+
 def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, callback, noise_mask=None):
     import comfy.sample
 
@@ -184,7 +210,8 @@ def invert(
         model.set_model_attn2_patch(CrossAttentionRecorder(cross, cross_attention_modules(model), current_step,
                                                            layer_key))
         extras[CROSS_ATTENTION] = cross
-    inverted = _run(model, latent, inversion_schedule(sigmas), solver, positive, negative, cfg, callback)
+    states, recorder = _trajectory_recorder(model, callback)
+    inverted = _run(model, latent, inversion_schedule(sigmas), solver, positive, negative, cfg, recorder)
     record = InversionRecord(
         solver=solver,
         generation_sigmas=sigmas,
@@ -192,6 +219,8 @@ def invert(
         model_fingerprint=model_fingerprint(model),
         source_latent=latent.detach().cpu(),
         extras=extras,
+        prompt=(positive, negative, cfg),
+        trajectory=_generation_order(states, latent),
     )
     return inverted, record
 
@@ -242,6 +271,7 @@ def edit_dual_rate(
     self_replace: float = 0.0,
     noise_mask: torch.Tensor | None = None,
     on_blend: Callable | None = None,
+    reinvert_crop: bool = True,
 ):
     """``edit`` with Object-Centric Sampling: the object (``mask``) is denoised on a crop with
     every step of the record's schedule, the background with ``background_step_ratio`` times
@@ -253,10 +283,22 @@ def edit_dual_rate(
     background's skipped steps simply have no fusion); the object's queries keep their own
     attention there, as ``edit``'s blend mask does. The foreground branch is a crop, which
     the whole-frame record cannot describe: it runs without fusion, which is what the blend
-    mask asks of the object anyway. Returns ``(DualRateResult, FusionHook | None)``.
+    mask asks of the object anyway.
+
+    ``reinvert_crop``: the UNet sees a crop differently from the whole frame (normalisation
+    statistics, borders, fewer tokens), so the crop of the whole-frame inversion does not
+    walk back to its source. The foreground branch therefore starts from an inversion of
+    the crop itself (the inversion's prompt, cfg, solver and sigmas), and at the blend point
+    its latent is moved by the difference between the two inversions' latents there:
+    ``z_fg + crop(whole-frame inversion at k) - (crop inversion at k)``. What the branch
+    changed (the edit) is carried over to the whole frame's trajectory, which the joint
+    phase continues; with the source prompt it is the whole frame's reconstruction again.
+    Direct Inversion (Ju et al., 2023) corrects an editing branch by the same kind of
+    difference. It costs one inversion of the crop. Returns
+    ``(DualRateResult, FusionHook | None)``.
     """
     from .attention_patch import set_attention_hook
-    from .dual_rate_sampler import SamplingSeam, sample_dual_rate
+    from .dual_rate_sampler import SamplingSeam, crop_conditioning, sample_dual_rate
 
     record.check_compatible(inverted, model)
     negative = _negative_or_empty(negative, cfg)
@@ -268,8 +310,30 @@ def edit_dual_rate(
         def phase_model(phase, phase_patcher):
             return phase_patcher if phase == "foreground" else set_attention_hook(phase_patcher, hook)
 
+    foreground_start = foreground_finish = None
+    if reinvert_crop and record.prompt is not None and record.trajectory is not None:
+        crop_trajectory: list[torch.Tensor] = []
+
+        def foreground_start(box, crop_model):
+            source_positive, source_negative, source_cfg = record.prompt
+            latent_hw, memo = tuple(record.latent_shape[-2:]), {}
+            if source_negative is not None:
+                source_negative = crop_conditioning(source_negative, box, latent_hw, memo)
+            source = box.crop(record.source_latent)
+            states, recorder = _trajectory_recorder(crop_model, None)
+            top = _run(crop_model, source, inversion_schedule(record.generation_sigmas), record.solver,
+                       crop_conditioning(source_positive, box, latent_hw, memo), source_negative, source_cfg,
+                       recorder)
+            crop_trajectory[:] = _generation_order(states, source)
+            return top
+
+        def foreground_finish(box, z_fg, step):
+            drift = box.crop(record.trajectory[step]) - crop_trajectory[step]
+            return z_fg + drift.to(z_fg)
+
     seam = SamplingSeam(start_latent=inverted, sigmas=record.generation_sigmas, sampler=ocd_sampler(record.solver),
-                        phase_model=phase_model, on_blend=on_blend)
+                        phase_model=phase_model, on_blend=on_blend, foreground_start=foreground_start,
+                        foreground_finish=foreground_finish)
     latent = {"samples": inverted}
     if noise_mask is not None:
         latent["noise_mask"] = noise_mask

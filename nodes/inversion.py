@@ -173,9 +173,7 @@ class DualRateEditFromInversion(io.ComfyNode):
             description="Edit From Inversion with Object-Centric Sampling: the object (mask) is "
             "denoised on a crop with every step of the inversion's schedule, the background with "
             "background_step_ratio times fewer steps (fusing the recorded attention), then both are "
-            "blended and finished together. The crop is first inverted on its own (one pass over the "
-            "crop), so that the object walks back to its source structure. Faster than Edit From "
-            "Inversion when the object is small.",
+            "blended and finished together. Faster than Edit From Inversion when the object is small.",
             inputs=[
                 *_edit_inputs(),
                 io.Float.Input(
@@ -186,18 +184,26 @@ class DualRateEditFromInversion(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="The edited object: one mask per frame or one for all, any "
                               "resolution. It gets every step (on a crop) and keeps its own attention."),
                 *dual_rate_inputs(),
+                io.Boolean.Input(
+                    "reinvert_object", default=True, optional=True,
+                    tooltip="Invert the object's crop on its own first (one pass over the crop), so the "
+                    "object keeps its source structure: a UNet sees a crop differently from the whole "
+                    "frame, and without this the object does not walk back to its source. Off: faster, "
+                    "the object's structure then comes only from the inverted noise.",
+                ),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],
         )
 
     @classmethod
     def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, mask,
-                background_step_ratio, blend_point, crop_padding, blend):
+                background_step_ratio, blend_point, crop_padding, blend, reinvert_object=True):
         _check_record(inversion)
         result, _ = inversion_sampler.edit_dual_rate(
             model, inversion, inverted_latent["samples"], positive, negative, cfg, mask,
             background_step_ratio=background_step_ratio, blend_point=blend_point, crop_padding=crop_padding,
-            blend=blend, self_replace=self_replace, noise_mask=inverted_latent.get("noise_mask"))
+            blend=blend, self_replace=self_replace, noise_mask=inverted_latent.get("noise_mask"),
+            reinvert_crop=bool(reinvert_object))
         out = dict(inverted_latent)
         out["samples"] = result.latent["samples"]
         return io.NodeOutput(out)

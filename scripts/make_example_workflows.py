@@ -132,7 +132,7 @@ object_centric_edit = build(
          [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]),
         (12, "OCD_CrossAttentionMask", [800, 420], [SOURCE, "man", 0.3, 8],
          [("inversion", "OCD_INVERSION", False), ("clip", "CLIP", False)], [("MASK", "MASK")]),
-        (13, "OCD_DualRateEditFromInversion", [1180, 40], [7.5, 0.8, 4.0, 0.25, 2, "feathered"],
+        (13, "OCD_DualRateEditFromInversion", [1180, 40], [7.5, 0.8, 4.0, 0.25, 2, "feathered", True],
          [("model", "MODEL", False), ("inversion", "OCD_INVERSION", False), ("inverted_latent", "LATENT", False),
           ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("mask", "MASK", False)],
          [("LATENT", "LATENT")]),

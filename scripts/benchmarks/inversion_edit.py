@@ -10,6 +10,14 @@ the first 80% of the steps of layers with at most 32x32 tokens, and edit with th
 prompt at cfg 1 with self-attention fusion on, so the edit should reconstruct the input: the
 PSNR of that reconstruction is the quality measure.
 
+Opt-in variants run the optimized edit through OCD_DualRateEditFromInversion's code
+(Object-Centric Sampling: phi 4, gamma 0.25, a centred ellipse covering ~25% of the frame as
+the object), with and without the crop's own inversion (``reinvert_crop``); they need a
+latent of at least 32x32 for the crop to be smaller than the frame:
+
+    .comfy/venv/bin/python scripts/benchmarks/inversion_edit.py --frames 2 --size 256 \
+        --variants optimized optimized-dual-rate optimized-dual-rate-no-reinvert
+
 Each variant runs in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own.
 Random weights with the real SD1.5 UNet architecture (timings are real, images are not).
 
@@ -40,7 +48,14 @@ VARIANTS = {
     # cost in fidelity from what merging costs
     "optimized-no-merge": dict(solver="dpmpp_2m", steps=20, record_dtype="float16", record_on_cpu=False,
                                merge_ratio=0.0),
+    # the optimized run edited by the dual-rate sampler, with and without the crop's inversion
+    "optimized-dual-rate": dict(solver="dpmpp_2m", steps=20, record_dtype="float16", record_on_cpu=False,
+                                merge_ratio=0.5, dual_rate=True, reinvert_crop=True),
+    "optimized-dual-rate-no-reinvert": dict(solver="dpmpp_2m", steps=20, record_dtype="float16",
+                                            record_on_cpu=False, merge_ratio=0.5, dual_rate=True,
+                                            reinvert_crop=False),
 }
+DEFAULT_VARIANTS = ["vanilla", "optimized", "optimized-no-merge"]
 
 
 def run_variant(name: str, args) -> dict:
@@ -52,6 +67,7 @@ def run_variant(name: str, args) -> dict:
     from ocd import inversion_sampler
     from ocd.attention_patch import apply_cross_frame_attention, apply_token_merge
     from ocd.token_merge import MergeStore, TokenMergeSettings
+    from scripts.benchmarks.attention import ellipse_mask
     from tests.support import random_models as rm
 
     cfg = VARIANTS[name]
@@ -66,6 +82,7 @@ def run_variant(name: str, args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     side = args.size // 8
     latent = torch.randn(args.frames, 4, side, side, generator=gen) / 0.18215
+    mask = ellipse_mask(side, side)
     source = rm.random_text_conditioning(1, 768, args.seed + 1)
 
     inversion_model = edit_model = model
@@ -86,15 +103,26 @@ def run_variant(name: str, args) -> dict:
             record_attention=0.8, max_record_tokens=32 * 32,
             record_dtype=getattr(torch, cfg["record_dtype"]), record_device="cpu" if cfg["record_on_cpu"] else None)
         inverted_at = time.perf_counter()
-        edited, hook = inversion_sampler.edit(edit_model, record, inverted, source, None, cfg=1.0, self_replace=0.8)
+        mode = "plain"
+        if cfg.get("dual_rate"):
+            result, hook = inversion_sampler.edit_dual_rate(
+                edit_model, record, inverted, source, None, 1.0, mask[None], background_step_ratio=4.0,
+                blend_point=0.25, crop_padding=2, self_replace=0.8, reinvert_crop=cfg["reinvert_crop"])
+            edited, mode = result.latent["samples"], f"{result.mode}, crop {result.box.height}x{result.box.width}"
+        else:
+            edited, hook = inversion_sampler.edit(edit_model, record, inverted, source, None, cfg=1.0,
+                                                  self_replace=0.8)
         if device.type == "cuda":
             torch.cuda.synchronize()
         done = time.perf_counter()
     attention = record.extras[inversion_sampler.SELF_ATTENTION]
     mse = torch.mean((edited.float().cpu() - latent) ** 2).item()
+    inside = mask.bool().expand_as(latent)
+    mse_in = torch.mean((edited.float().cpu() - latent)[inside] ** 2).item()
     peak_range = (latent.max() - latent.min()).item()
     return {
         "variant": name,
+        "edit_mode": mode,
         "solver": cfg["solver"],
         "steps": cfg["steps"],
         "merge_ratio": cfg["merge_ratio"],
@@ -107,6 +135,7 @@ def run_variant(name: str, args) -> dict:
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan"),
         "fused_pairs": len(hook.fused) if hook is not None else 0,
         "psnr_db": 10 * math.log10(peak_range**2 / mse) if mse > 0 else float("inf"),
+        "psnr_in_mask_db": 10 * math.log10(peak_range**2 / mse_in) if mse_in > 0 else float("inf"),
     }
 
 
@@ -116,7 +145,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--size", type=int, default=128, help="frame side in pixels (latent = size/8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--rough-time", action="store_true",
                         help="keep the random UNet's full timestep sensitivity (see docs/inversion.md)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/BENCHMARKS.md")
@@ -140,10 +169,12 @@ def main() -> None:
         print(results[-1], flush=True)
 
     header = ["variant", "solver x steps", "merge", "inversion s", "edit s", "total s", "attention record",
-              "peak RSS MiB", "peak device MiB", "fused (step, layer) calls", "reconstruction PSNR dB"]
+              "peak RSS MiB", "peak device MiB", "fused (step, layer) calls", "edit", "reconstruction PSNR dB",
+              "PSNR in the object dB"]
     rows = [[r["variant"], f"{r['solver']} x {r['steps']}+{r['steps']}", r["merge_ratio"], r["inversion_s"],
              r["edit_s"], r["total_s"], f"{r['record_mib']:.1f} MiB ({r['record_where']})", r["peak_rss_mib"],
-             r["peak_device_mib"], r["fused_pairs"], r["psnr_db"]] for r in results]
+             r["peak_device_mib"], r["fused_pairs"], r["edit_mode"], r["psnr_db"], r["psnr_in_mask_db"]]
+            for r in results]
     summary = ""
     by_name = {r["variant"]: r for r in results}
     if {"vanilla", "optimized"} <= set(by_name):
@@ -156,16 +187,27 @@ def main() -> None:
             summary += (f"Without token merging the optimized run is {v['total_s'] / n['total_s']:.2f}x faster than "
                         f"vanilla at PSNR {n['psnr_db'] - v['psnr_db']:+.2f} dB: token merging changes PSNR by "
                         f"{o['psnr_db'] - n['psnr_db']:+.2f} dB and time by a factor {o['total_s'] / n['total_s']:.2f}.\n")
-    body = (f"## Inversion-based edit: vanilla (FateZero-style) vs optimized\n\n"
+    dual = [r for r in results if VARIANTS[r["variant"]].get("dual_rate")]
+    if dual and "optimized" in by_name:
+        o = by_name["optimized"]
+        for r in dual:
+            summary += (f"{r['variant']}: edit {o['edit_s'] / r['edit_s']:.2f}x faster than the optimized plain edit, "
+                        f"inversion + edit {o['total_s'] / r['total_s']:.2f}x; PSNR {r['psnr_db'] - o['psnr_db']:+.2f} dB, "
+                        f"in the object {r['psnr_in_mask_db'] - o['psnr_in_mask_db']:+.2f} dB.\n")
+    title = "dual-rate edit" if dual else "vanilla (FateZero-style) vs optimized"
+    dual_setup = ("; dual-rate: phi 4, gamma 0.25, crop_padding 2, the object a centred ellipse covering ~25% "
+                  "of the frame" if dual else "")
+    body = (f"## Inversion-based edit: {title}\n\n"
             f"{args.frames} frames at {args.size}x{args.size}, SD1.5 UNet architecture with random weights"
             f"{' (full timestep sensitivity)' if args.rough_time else ' smoothed in time (smooth_time_dependence_)'}, "
             f"sparse-causal cross-frame attention, record of 80% of the steps for layers <= 32x32 tokens, "
-            f"edit = reconstruction with the source prompt at cfg 1 and self-attention fusion 0.8.\n\n"
+            f"edit = reconstruction with the source prompt at cfg 1 and self-attention fusion 0.8{dual_setup}.\n\n"
             f"- command: `{command_line()}`\n- machine: {machine_description(args.device)}\n- date: {today()}\n\n"
             + markdown_table(header, rows) + "\n" + summary)
     print(body)
     if not args.no_write:
-        write_section(f"inversion_edit_{args.device.split(':')[0]}", body)
+        group = "inversion_edit_dual_rate" if dual else "inversion_edit"
+        write_section(f"{group}_{args.device.split(':')[0]}", body)
 
 
 if __name__ == "__main__":

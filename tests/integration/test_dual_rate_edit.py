@@ -136,6 +136,13 @@ def test_node_runs_through_comfy(model, cond, inverted, run, ocd_nodes, inferenc
                 self_replace=0.8).result[0]
     assert edited["samples"].shape == out.shape and torch.isfinite(edited["samples"]).all()
     assert not torch.equal(edited["samples"], plain["samples"])
+    # reinvert_object (optional, on unless set): off skips the crop's own inversion
+    inputs = dict(model=model, inversion=record, inverted_latent={"samples": out}, positive=cond,
+                  negative=rm.random_text_conditioning(1, 64, 4), cfg=3.0, self_replace=0.8, mask=object_mask(),
+                  background_step_ratio=2.0, blend_point=0.5, crop_padding=1, blend="feathered")
+    assert torch.equal(run(node, reinvert_object=True, **inputs).result[0]["samples"], edited["samples"])
+    fast = run(node, reinvert_object=False, **inputs).result[0]["samples"]
+    assert not torch.equal(fast, edited["samples"])
 
 
 @pytest.fixture(scope="module")

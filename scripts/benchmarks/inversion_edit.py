@@ -11,9 +11,10 @@ prompt at cfg 1 with self-attention fusion on, so the edit should reconstruct th
 PSNR of that reconstruction is the quality measure.
 
 Opt-in variants run the optimized edit through OCD_DualRateEditFromInversion's code
-(Object-Centric Sampling: phi 4, gamma 0.25, a centred ellipse covering ~25% of the frame as
-the object), with and without the crop's own inversion (``reinvert_crop``); they need a
-latent of at least 32x32 for the crop to be smaller than the frame:
+(Object-Centric Sampling: phi 4, gamma 0.25, crop_padding 0, a centred square covering 25% of
+the frame as the object), with and without the crop's own inversion (``reinvert_crop``); they
+need a latent of at least 32x32 for the crop (aligned to 8 latent pixels) to be smaller than
+the frame:
 
     .comfy/venv/bin/python scripts/benchmarks/inversion_edit.py --frames 2 --size 256 \
         --variants optimized optimized-dual-rate optimized-dual-rate-no-reinvert
@@ -67,7 +68,6 @@ def run_variant(name: str, args) -> dict:
     from ocd import inversion_sampler
     from ocd.attention_patch import apply_cross_frame_attention, apply_token_merge
     from ocd.token_merge import MergeStore, TokenMergeSettings
-    from scripts.benchmarks.attention import ellipse_mask
     from tests.support import random_models as rm
 
     cfg = VARIANTS[name]
@@ -82,7 +82,8 @@ def run_variant(name: str, args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     side = args.size // 8
     latent = torch.randn(args.frames, 4, side, side, generator=gen) / 0.18215
-    mask = ellipse_mask(side, side)
+    mask = torch.zeros(side, side)  # the object: a centred square, 25% of the frame
+    mask[side // 4 : side - side // 4, side // 4 : side - side // 4] = 1.0
     source = rm.random_text_conditioning(1, 768, args.seed + 1)
 
     inversion_model = edit_model = model
@@ -107,7 +108,7 @@ def run_variant(name: str, args) -> dict:
         if cfg.get("dual_rate"):
             result, hook = inversion_sampler.edit_dual_rate(
                 edit_model, record, inverted, source, None, 1.0, mask[None], background_step_ratio=4.0,
-                blend_point=0.25, crop_padding=2, self_replace=0.8, reinvert_crop=cfg["reinvert_crop"])
+                blend_point=0.25, crop_padding=0, self_replace=0.8, reinvert_crop=cfg["reinvert_crop"])
             edited, mode = result.latent["samples"], f"{result.mode}, crop {result.box.height}x{result.box.width}"
         else:
             edited, hook = inversion_sampler.edit(edit_model, record, inverted, source, None, cfg=1.0,
@@ -195,7 +196,7 @@ def main() -> None:
                         f"inversion + edit {o['total_s'] / r['total_s']:.2f}x; PSNR {r['psnr_db'] - o['psnr_db']:+.2f} dB, "
                         f"in the object {r['psnr_in_mask_db'] - o['psnr_in_mask_db']:+.2f} dB.\n")
     title = "dual-rate edit" if dual else "vanilla (FateZero-style) vs optimized"
-    dual_setup = ("; dual-rate: phi 4, gamma 0.25, crop_padding 2, the object a centred ellipse covering ~25% "
+    dual_setup = ("; dual-rate: phi 4, gamma 0.25, crop_padding 0, the object a centred square covering 25% "
                   "of the frame" if dual else "")
     body = (f"## Inversion-based edit: {title}\n\n"
             f"{args.frames} frames at {args.size}x{args.size}, SD1.5 UNet architecture with random weights"

@@ -68,10 +68,10 @@ class SamplingSeam:
         branch's start latent for the crop ``box``, given the foreground branch's model
         (``restrict_to_crop``). None: the crop of start_latent. Its model evaluations count
         as the phase "foreground_start" (the progress bar's total grows by one walk of the
-        schedule). An inverted latent
-        belongs to the whole frame: a UNet sees a crop differently (normalisation statistics,
-        borders, fewer tokens), so the crop of a whole-frame inversion does not walk back to
-        its source; an inversion of the crop itself does (``inversion_sampler.edit_dual_rate``).
+        schedule). Why: an inverted latent belongs to the whole frame. A UNet sees a crop
+        differently (normalisation statistics, borders, fewer tokens), so the crop of a
+        whole-frame inversion does not walk back to its source; an inversion of the crop
+        itself does (``inversion_sampler.edit_dual_rate``).
     foreground_finish: ``foreground_finish(box, z_fg, step) -> z_fg`` applied to the
         foreground branch's latent at the blend point (``step``: its index in the full
         schedule) before blending, e.g. to move it from the crop's trajectory onto the whole

@@ -1,47 +1,22 @@
 """Attention nodes: cross-frame self-attention and object-centric token merging.
 
-Thin wrappers over ocd.attention_patch: each returns a patched clone of its MODEL input and
-never changes the input. The two compose in either order; token merging on top of
-cross-frame attention merges the spatio-temporal key/value pool across frames.
+Thin wrappers over ocd.attention.comfy_patches: each returns a patched clone of its MODEL
+input and never changes the input. The two compose in either order; token merging on top
+of cross-frame attention merges the spatio-temporal key/value pool across frames.
 """
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
-from ..ocd import attention_patch
-from ..ocd.cross_frame_attention import CROSS_FRAME_MODES
+from ..ocd.attention import comfy_patches
+from ..ocd.attention.cross_frame import CROSS_FRAME_MODES
+from ..ocd.attention.token_merge import PAIRING_MODES, MergeStore, TokenMergeSettings, parse_blocks
 from ..ocd.errors import OCDInputError
-from ..ocd.token_merge import PAIRING_MODES, MergeStore, TokenMergeSettings
+from ..ocd.masks.ops import normalize_mask
 
 # A record of merge indices shared between two samplers (see docs/attention.md): the
 # recording OCD_TokenMerge outputs it, the replaying one takes it as input.
 MergeRecord = io.Custom("OCD_MERGE_RECORD")
-
-BLOCK_NAMES = ("input", "middle", "output")
-
-
-def _parse_blocks(text: str) -> tuple[str, ...]:
-    items = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not items:
-        raise OCDInputError("blocks", "is empty: list UNet parts such as 'input,middle,output' or 'output.9'")
-    for item in items:
-        name, _, number = item.partition(".")
-        if name not in BLOCK_NAMES or (number and not number.isdigit()):
-            raise OCDInputError("blocks", f"'{item}' is not a block: use input, middle, output, or "
-                                "name.number such as output.9, separated by commas")
-    return items
-
-
-def _mask_frames(mask: torch.Tensor | None) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim != 3:
-        raise OCDInputError("mask", f"expected [frames, height, width], got shape {tuple(mask.shape)}")
-    return mask.float().clamp(0.0, 1.0)
-
 
 class CrossFrameAttention(io.ComfyNode):
     @classmethod
@@ -74,7 +49,7 @@ class CrossFrameAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode, window_size) -> io.NodeOutput:
-        return io.NodeOutput(attention_patch.apply_cross_frame_attention(model, mode, window_size))
+        return io.NodeOutput(comfy_patches.apply_cross_frame_attention(model, mode, window_size))
 
 
 class TokenMerge(io.ComfyNode):
@@ -166,12 +141,12 @@ class TokenMerge(io.ComfyNode):
         store = MergeStore() if pairing == "record" else (merge_record if pairing == "replay" else None)
         settings = TokenMergeSettings(
             ratio=float(merge_ratio), sx=int(stride_x), sy=int(stride_y),
-            max_downsample=int(max_downsample), blocks=_parse_blocks(blocks), seed=int(seed),
+            max_downsample=int(max_downsample), blocks=parse_blocks(blocks), seed=int(seed),
             protection=float(foreground_protection), protect_keys=bool(protect_object_keys),
-            foreground_mask=_mask_frames(mask),
+            foreground_mask=None if mask is None else normalize_mask(mask),
             pairing=pairing, store=store,
         )
-        return io.NodeOutput(attention_patch.apply_token_merge(model, settings), store)
+        return io.NodeOutput(comfy_patches.apply_token_merge(model, settings), store)
 
 
 NODES = [CrossFrameAttention, TokenMerge]

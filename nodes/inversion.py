@@ -1,25 +1,22 @@
 """Inversion nodes: DDIM / DPM++ 2M inversion of video latents and editing from it.
 
-Thin wrappers over ocd.inversion_sampler (ComfyUI glue) and ocd.inversion (the solvers).
+Thin wrappers over ocd.inversion.comfy_passes (ComfyUI glue), ocd.inversion.solvers and
+ocd.inversion.record.
 """
 from __future__ import annotations
 
-import comfy.samplers
-import comfy.utils
-import latent_preview
 from comfy_api.latest import io
 
-from ..ocd import inversion, inversion_sampler
+from ..ocd import host
+from ..ocd.attention.fusion import cross_attention_mask
 from ..ocd.errors import OCDInputError
-from .sampling import dual_rate_inputs
+from ..ocd.inversion import comfy_passes
+from ..ocd.inversion.record import CROSS_ATTENTION, ensure_record
+from ..ocd.inversion.solvers import SOLVERS
+from .sampling import dual_rate_inputs, dual_rate_settings
 
-InversionRecord = io.Custom("OCD_INVERSION")
-
-
-def _check_record(inversion) -> None:
-    # duck-typed: a record made by another copy of the module (a reload) is still a record
-    if not all(hasattr(inversion, a) for a in ("generation_sigmas", "latent_shape", "extras")):
-        raise OCDInputError("inversion", "must come from Invert Latents (OCD)")
+# The socket type of an inversion record (ocd.inversion.record.InversionRecord).
+InversionRecordType = io.Custom("OCD_INVERSION")
 
 
 def _edit_inputs() -> list:
@@ -27,18 +24,13 @@ def _edit_inputs() -> list:
     return [
         io.Model.Input("model", tooltip="The editing model (may carry OCD attention/merging patches); same base "
                        "weights as the inversion."),
-        InversionRecord.Input("inversion", tooltip="The record from Invert Latents (OCD)."),
+        InversionRecordType.Input("inversion", tooltip="The record from Invert Latents (OCD)."),
         io.Latent.Input("inverted_latent", tooltip="The inverted latent from Invert Latents (OCD)."),
         io.Conditioning.Input("positive", tooltip="The TARGET prompt: what the video should become."),
         io.Conditioning.Input("negative", tooltip="Negative prompt."),
         io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
                        tooltip="Guidance scale of the edit (FateZero used 7.5)."),
     ]
-
-
-def _progress(model, steps: int):
-    # core's callback: progress bar + latent previews; every update is an interrupt point
-    return latent_preview.prepare_callback(model, steps)
 
 
 class InvertLatents(io.ComfyNode):
@@ -56,13 +48,13 @@ class InvertLatents(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The encoded video frames (VAE Encode of Load Video's frames)."),
                 io.Conditioning.Input("positive", tooltip="The SOURCE prompt: what the video shows now."),
                 io.Combo.Input(
-                    "solver", options=list(inversion.SOLVERS), default="dpmpp_2m",
+                    "solver", options=list(SOLVERS), default="dpmpp_2m",
                     tooltip="ddim: first order (FateZero used 50 steps); dpmpp_2m: second order, as "
                     "accurate in fewer steps (20).",
                 ),
                 io.Int.Input("steps", default=20, min=1, max=1000,
                              tooltip="Inversion steps; the editing pass uses the same schedule."),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                io.Combo.Input("scheduler", options=host.scheduler_names(), default="normal",
                                tooltip="How the noise levels are spaced (same choices as KSampler)."),
                 io.Float.Input(
                     "cfg", default=1.0, min=0.0, max=30.0, step=0.1, round=0.01,
@@ -100,7 +92,7 @@ class InvertLatents(io.ComfyNode):
             ],
             outputs=[
                 io.Latent.Output(display_name="inverted_latent", tooltip="The latent at the starting noise level of the edit."),
-                InversionRecord.Output(display_name="inversion",
+                InversionRecordType.Output(display_name="inversion",
                                        tooltip="Schedule, solver and source of this inversion, for Edit From Inversion."),
             ],
         )
@@ -109,9 +101,9 @@ class InvertLatents(io.ComfyNode):
     def execute(cls, model, latent, positive, solver, steps, scheduler, cfg, inversion_depth,
                 record_attention, max_record_tokens, record_cross_attention, offload_record, negative=None):
         samples = latent["samples"]
-        inverted, record = inversion_sampler.invert(
+        inverted, record = comfy_passes.invert(
             model, samples, positive, negative, solver=solver, steps=steps, scheduler=scheduler,
-            cfg=cfg, depth=inversion_depth, callback=_progress(model, steps),
+            cfg=cfg, depth=inversion_depth, callback=host.sampler_progress(model, steps),
             record_attention=record_attention, max_record_tokens=max_record_tokens,
             record_device="cpu" if offload_record else None, record_cross_attention=record_cross_attention,
         )
@@ -147,15 +139,10 @@ class EditFromInversion(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, blend_mask=None):
-        _check_record(inversion)
-        if blend_mask is not None:
-            blend_mask = blend_mask.reshape(-1, *blend_mask.shape[-2:])
-            frames = inversion.latent_shape[0]
-            if blend_mask.shape[0] not in (1, frames):
-                raise OCDInputError("blend_mask", f"has {blend_mask.shape[0]} frames; give 1 or {frames}")
-        samples, _ = inversion_sampler.edit(
+        inversion = ensure_record(inversion)
+        samples, _ = comfy_passes.edit(
             model, inversion, inverted_latent["samples"], positive, negative, cfg=cfg,
-            callback=_progress(model, inversion.steps), noise_mask=inverted_latent.get("noise_mask"),
+            callback=host.sampler_progress(model, inversion.steps), noise_mask=inverted_latent.get("noise_mask"),
             self_replace=self_replace, blend_mask=blend_mask,
         )
         out = dict(inverted_latent)
@@ -198,12 +185,12 @@ class DualRateEditFromInversion(io.ComfyNode):
     @classmethod
     def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, mask,
                 background_step_ratio, blend_point, crop_padding, blend, reinvert_object=True):
-        _check_record(inversion)
-        result, _ = inversion_sampler.edit_dual_rate(
+        inversion = ensure_record(inversion)
+        result, _ = comfy_passes.edit_dual_rate(
             model, inversion, inverted_latent["samples"], positive, negative, cfg, mask,
-            background_step_ratio=background_step_ratio, blend_point=blend_point, crop_padding=crop_padding,
-            blend=blend, self_replace=self_replace, noise_mask=inverted_latent.get("noise_mask"),
-            reinvert_crop=bool(reinvert_object))
+            dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend),
+            self_replace=self_replace, noise_mask=inverted_latent.get("noise_mask"),
+            reinvert_object=bool(reinvert_object))
         out = dict(inverted_latent)
         out["samples"] = result.latent["samples"]
         return io.NodeOutput(out)
@@ -220,7 +207,7 @@ class InversionSampler(io.ComfyNode):
             "direction its sigmas run: with FlipSigmas it inverts, with ordinary sigmas it generates. "
             "Use Disable Noise with it.",
             inputs=[
-                io.Combo.Input("solver", options=list(inversion.SOLVERS), default="dpmpp_2m",
+                io.Combo.Input("solver", options=list(SOLVERS), default="dpmpp_2m",
                                tooltip="ddim (first order) or dpmpp_2m (second order multistep)."),
             ],
             outputs=[io.Sampler.Output()],
@@ -228,14 +215,7 @@ class InversionSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, solver):
-        return io.NodeOutput(inversion_sampler.ocd_sampler(solver))
-
-
-def _token_ids(clip, text: str) -> list[int]:
-    """The prompt's token ids as the text encoder sees them (chunks of 77 concatenated)."""
-    tokens = clip.tokenize(text)
-    chunks = next(iter(tokens.values()))  # SD1.5: {"l": [[(id, weight), ...], ...]}
-    return [int(t[0]) for chunk in chunks for t in chunk]
+        return io.NodeOutput(comfy_passes.ocd_sampler(solver))
 
 
 class CrossAttentionMask(io.ComfyNode):
@@ -248,7 +228,7 @@ class CrossAttentionMask(io.ComfyNode):
             description="A per-frame mask of where the source prompt's words (e.g. 'car') were attended "
             "during inversion: a saliency mask that needs no extra model.",
             inputs=[
-                InversionRecord.Input("inversion", tooltip="From Invert Latents (OCD) with record_cross_attention on."),
+                InversionRecordType.Input("inversion", tooltip="From Invert Latents (OCD) with record_cross_attention on."),
                 io.Clip.Input("clip", tooltip="The CLIP that encoded the source prompt (to find the words' tokens)."),
                 io.String.Input("source_prompt", multiline=True,
                                 tooltip="The source prompt exactly as given to the inversion's CLIP Text Encode."),
@@ -264,25 +244,13 @@ class CrossAttentionMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, inversion, clip, source_prompt, words, threshold, dilation):
-        from ..ocd.attention_fusion import cross_attention_mask, word_token_positions
-
-        _check_record(inversion)
-        record = inversion.extras.get(inversion_sampler.CROSS_ATTENTION)
+        inversion = ensure_record(inversion)
+        record = inversion.extras.get(CROSS_ATTENTION)
         if record is None:
             raise OCDInputError("inversion", "has no cross-attention record: set record_cross_attention on "
                                 "Invert Latents (OCD)")
-        words_list = [w.strip() for w in words.split(",") if w.strip()]
-        if not words_list:
-            raise OCDInputError("words", "is empty: name the object, e.g. 'car'")
-        prompt_ids = _token_ids(clip, source_prompt)
-        special = set(_token_ids(clip, ""))  # start, end and padding tokens
-        positions = []
-        for word in words_list:
-            ids = [t for t in _token_ids(clip, word) if t not in special]
-            positions += word_token_positions(prompt_ids, ids)
-        _, _, h, w = inversion.latent_shape
-        mask = cross_attention_mask(record, sorted(set(positions)), (h * 8, w * 8), threshold, dilation)
-        return io.NodeOutput(mask)
+        positions = comfy_passes.word_positions(clip, source_prompt, words)
+        return io.NodeOutput(cross_attention_mask(record, positions, inversion.image_size, threshold, dilation))
 
 
 NODES = [InvertLatents, EditFromInversion, DualRateEditFromInversion, InversionSampler, CrossAttentionMask]

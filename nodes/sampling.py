@@ -1,15 +1,15 @@
 """Object-centric sampling node: a KSampler that spends its steps on the masked object.
 
-Thin wrapper over ocd.dual_rate_sampler (ComfyUI glue) and ocd.object_centric_sampling
-(crop, blend weights, schedule split, cost prediction).
+Thin wrapper over ocd.sampling.comfy_sampler (ComfyUI glue) and ocd.sampling.dual_rate
+(the plan: crop, blend weights, schedule split, cost prediction).
 """
 from __future__ import annotations
 
-import comfy.samplers
 from comfy_api.latest import io
 
-from ..ocd import object_centric_sampling as ocs
-from ..ocd.dual_rate_sampler import sample_dual_rate
+from ..ocd import host
+from ..ocd.sampling.comfy_sampler import sample_dual_rate
+from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
 
 
 def dual_rate_inputs() -> list:
@@ -25,10 +25,15 @@ def dual_rate_inputs() -> list:
                      tooltip="Latent pixels (x8 image pixels) added around the mask's bounding "
                      "box for the foreground crop, so the object sees some context. The crop "
                      "is then rounded out to the UNet's grid (8 latent px for SD1.5)."),
-        io.Combo.Input("blend", options=list(ocs.BLEND_MODES), default="feathered",
+        io.Combo.Input("blend", options=list(BLEND_MODES), default="feathered",
                        tooltip="feathered: the mask edge is blurred over ~2 latent pixels so the "
                        "branches fade into each other; hard: a 0/1 mask."),
     ]
+
+
+def dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend) -> DualRateSettings:
+    """The library's settings from the inputs ``dual_rate_inputs`` declares."""
+    return DualRateSettings(float(background_step_ratio), float(blend_point), int(crop_padding), blend)
 
 
 class DualRateKSampler(io.ComfyNode):
@@ -52,9 +57,9 @@ class DualRateKSampler(io.ComfyNode):
                              "finish use all of them."),
                 io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale, as in KSampler."),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                io.Combo.Input("sampler_name", options=host.sampler_names(),
                                tooltip="The sampling algorithm, as in KSampler."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
+                io.Combo.Input("scheduler", options=host.scheduler_names(),
                                tooltip="The noise schedule, as in KSampler."),
                 io.Conditioning.Input("positive", tooltip="Positive conditioning; ControlNet hints are "
                                       "cropped with the latent for the foreground branch."),
@@ -77,8 +82,7 @@ class DualRateKSampler(io.ComfyNode):
                 denoise, mask, background_step_ratio, blend_point, crop_padding, blend) -> io.NodeOutput:
         result = sample_dual_rate(
             model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-            mask, background_step_ratio=background_step_ratio, blend_point=blend_point,
-            crop_padding=crop_padding, blend=blend)
+            mask, dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend))
         return io.NodeOutput(result.latent)
 
 

@@ -1,6 +1,6 @@
 """Video nodes: load a clip from ComfyUI's input folder, save frames as a video.
 
-Thin wrappers over ocd.video_io; the nodes only translate between ComfyUI (folders,
+Thin wrappers over ocd.video.codec; the nodes only translate between ComfyUI (folders,
 progress bar, interruption, UI previews) and the library.
 """
 from __future__ import annotations
@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import os
 
-import comfy.model_management
-import comfy.utils
 import folder_paths
-import torch
 from comfy_api.latest import io, ui
 
-from ..ocd import video_io
+from ..ocd import host
 from ..ocd.errors import OCDInputError
 from ..ocd.paths import resolve_inside
+from ..ocd.video import codec
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif", ".webp")
 
@@ -76,17 +74,17 @@ class LoadVideo(io.ComfyNode):
                     tooltip="Resample the clip to this frame rate before selecting (0 = source rate).",
                 ),
                 io.Int.Input(
-                    "width", default=512, min=0, max=video_io.MAX_SIDE, step=8,
+                    "width", default=512, min=0, max=codec.MAX_SIDE, step=8,
                     tooltip="Output width in pixels, rounded to a multiple of 8 (0 = follow the "
                     "height and the source aspect ratio; both 0 = source size).",
                 ),
                 io.Int.Input(
-                    "height", default=0, min=0, max=video_io.MAX_SIDE, step=8,
+                    "height", default=0, min=0, max=codec.MAX_SIDE, step=8,
                     tooltip="Output height in pixels, rounded to a multiple of 8 (0 = follow the "
                     "width and the source aspect ratio).",
                 ),
                 io.Combo.Input(
-                    "resize_mode", options=list(video_io.RESIZE_MODES), default="crop",
+                    "resize_mode", options=list(codec.RESIZE_MODES), default="crop",
                     tooltip="How to reach the output size when the aspect ratio differs: crop "
                     "(fill, cut the overflow), pad (fit, black bars) or stretch.",
                 ),
@@ -121,26 +119,23 @@ class LoadVideo(io.ComfyNode):
     def execute(cls, video, frame_load_cap, skip_first_frames, select_every_nth, force_rate,
                 width, height, resize_mode) -> io.NodeOutput:
         path = _video_path(video)
-        info = video_io.probe_video(path)
-        selection = video_io.select_frames(info, frame_load_cap, skip_first_frames, select_every_nth, force_rate)
-        size = video_io.output_size(info.width, info.height, width, height)
-        available = comfy.model_management.get_free_memory(torch.device("cpu"))
-        video_io.ensure_fits(len(selection), size[0], size[1], available)
+        info = codec.probe_video(path)
+        selection = codec.select_frames(info, frame_load_cap, skip_first_frames, select_every_nth, force_rate)
+        size = codec.output_size(info.width, info.height, width, height)
+        codec.ensure_fits(len(selection), size[0], size[1], host.free_memory())
 
-        last = max(selection.source_indices)
-        progress = comfy.utils.ProgressBar(last + 1)
+        progress = host.Progress(max(selection.source_indices) + 1)
 
         def on_frame(index: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            progress.update_absolute(index + 1)
+            progress.set(index + 1)
 
-        frames = video_io.decode_frames(path, selection, size, resize_mode, on_frame=on_frame)
+        frames = codec.decode_frames(path, selection, size, resize_mode, on_frame=on_frame)
         summary = (
             f"{len(selection)} frames at {selection.fps:g} fps, {size[0]}x{size[1]} "
             f"(source: {info.frame_count} frames at {info.fps:g} fps, {info.width}x{info.height})"
         )
         return io.NodeOutput(
-            frames, len(selection), video_io.video_info_dict(info, selection, size),
+            frames, len(selection), codec.video_info_dict(info, selection, size),
             ui=ui.PreviewText(summary),  # shown on the node by web/ocd_video.js
         )
 
@@ -166,7 +161,7 @@ class SaveVideo(io.ComfyNode):
                     "sub-folders and the tokens %year% %month% %day% %hour% %minute% %second% %width% %height%.",
                 ),
                 io.Combo.Input(
-                    "format", options=list(video_io.SAVE_FORMATS), default="mp4",
+                    "format", options=list(codec.SAVE_FORMATS), default="mp4",
                     tooltip="mp4: h264 (yuv420p, plays everywhere); webp: animated WebP; gif: "
                     "256-colour animated GIF.",
                 ),
@@ -193,7 +188,7 @@ class SaveVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, frame_rate, filename_prefix, format, crf, save_output) -> io.NodeOutput:
-        frames = video_io.to_uint8_frames(images)
+        frames = codec.to_uint8_frames(images)
         folder = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
         folder_type = io.FolderType.output if save_output else io.FolderType.temp
         try:
@@ -210,7 +205,7 @@ class SaveVideo(io.ComfyNode):
         if cls.hidden.extra_pnginfo is not None:
             for key, value in cls.hidden.extra_pnginfo.items():
                 metadata[key] = json.dumps(value)
-        video_io.encode_video(frames, os.path.join(full_folder, file), frame_rate, format, crf, metadata)
+        codec.encode_video(frames, os.path.join(full_folder, file), frame_rate, format, crf, metadata)
         relative = f"{subfolder}/{file}" if subfolder else file
         return io.NodeOutput(relative, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)]))
 

@@ -107,7 +107,7 @@ class AttentionPeakMemory:
         self.mib = max(self.mib, self.step.mib)
 
     def __enter__(self):
-        from ocd.attention_patch import transformer_blocks
+        from ocd.host import transformer_blocks
 
         for _key, block in transformer_blocks(self.model):
             if not getattr(block, "disable_self_attn", False):
@@ -229,8 +229,8 @@ def attention_gflops(layers, frames: int, variant: dict) -> tuple[float, float]:
 def build_variants(base, ratios, mask, seed):
     from comfy_extras.nodes_tomesd import TomePatchModel
 
-    from ocd.attention_patch import apply_cross_frame_attention, apply_token_merge
-    from ocd.token_merge import TokenMergeSettings
+    from ocd.attention.comfy_patches import apply_cross_frame_attention, apply_token_merge
+    from ocd.attention.token_merge import TokenMergeSettings
 
     full = apply_cross_frame_attention(base, "full")
     variants = [

@@ -92,8 +92,9 @@ def main() -> None:
     import comfy.patcher_extension
     import torch
 
-    from ocd import object_centric_sampling as ocs
-    from ocd.dual_rate_sampler import sample_dual_rate
+    from ocd.masks import grid
+    from ocd.sampling.comfy_sampler import sample_dual_rate
+    from ocd.sampling.dual_rate import DualRateSettings
     from scripts.benchmarks import report
     from tests.support import random_models as rm
 
@@ -149,14 +150,13 @@ def main() -> None:
     rows = []
     for area in args.areas:
         mask = centred_mask(args.frames, args.size, area, args.shape)
-        inside = ocs.latent_masks(mask, args.frames, h, w) >= 0.5
+        inside = grid.object_cells(grid.coverage(mask, args.frames, h, w)).bool()[:, None]
         inside = inside.expand(args.frames, 4, h, w)
         for phi in args.phis:
             def dual():
                 return sample_dual_rate(model, args.seed, args.steps, args.cfg, args.sampler, args.scheduler,
-                                        pos, neg, latent, 1.0, mask, background_step_ratio=phi,
-                                        blend_point=args.gamma, crop_padding=args.crop_padding,
-                                        blend=args.blend)
+                                        pos, neg, latent, 1.0, mask,
+                                        DualRateSettings(phi, args.gamma, args.crop_padding, args.blend))
 
             with torch.inference_mode():
                 t_dual, result = timed(dual)

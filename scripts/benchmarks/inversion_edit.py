@@ -12,7 +12,7 @@ PSNR of that reconstruction is the quality measure.
 
 Opt-in variants run the optimized edit through OCD_DualRateEditFromInversion's code
 (Object-Centric Sampling: phi 4, gamma 0.25, crop_padding 0, a centred square covering 25% of
-the frame as the object), with and without the crop's own inversion (``reinvert_crop``); they
+the frame as the object), with and without the crop's own inversion (``reinvert_object``); they
 need a latent of at least 32x32 for the crop (aligned to 8 latent pixels) to be smaller than
 the frame:
 
@@ -51,10 +51,10 @@ VARIANTS = {
                                merge_ratio=0.0),
     # the optimized run edited by the dual-rate sampler, with and without the crop's inversion
     "optimized-dual-rate": dict(solver="dpmpp_2m", steps=20, record_dtype="float16", record_on_cpu=False,
-                                merge_ratio=0.5, dual_rate=True, reinvert_crop=True),
+                                merge_ratio=0.5, dual_rate=True, reinvert_object=True),
     "optimized-dual-rate-no-reinvert": dict(solver="dpmpp_2m", steps=20, record_dtype="float16",
                                             record_on_cpu=False, merge_ratio=0.5, dual_rate=True,
-                                            reinvert_crop=False),
+                                            reinvert_object=False),
 }
 DEFAULT_VARIANTS = ["vanilla", "optimized", "optimized-no-merge"]
 
@@ -65,9 +65,11 @@ def run_variant(name: str, args) -> dict:
     init_comfy()
     import torch
 
-    from ocd import inversion_sampler
-    from ocd.attention_patch import apply_cross_frame_attention, apply_token_merge
-    from ocd.token_merge import MergeStore, TokenMergeSettings
+    from ocd.attention.comfy_patches import apply_cross_frame_attention, apply_token_merge
+    from ocd.attention.token_merge import MergeStore, TokenMergeSettings
+    from ocd.inversion import comfy_passes
+    from ocd.inversion.record import SELF_ATTENTION
+    from ocd.sampling.dual_rate import DualRateSettings
     from tests.support import random_models as rm
 
     cfg = VARIANTS[name]
@@ -99,24 +101,25 @@ def run_variant(name: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
         start = time.perf_counter()
-        inverted, record = inversion_sampler.invert(
+        inverted, record = comfy_passes.invert(
             inversion_model, latent, source, solver=cfg["solver"], steps=cfg["steps"], cfg=1.0,
             record_attention=0.8, max_record_tokens=32 * 32,
             record_dtype=getattr(torch, cfg["record_dtype"]), record_device="cpu" if cfg["record_on_cpu"] else None)
         inverted_at = time.perf_counter()
         mode = "plain"
         if cfg.get("dual_rate"):
-            result, hook = inversion_sampler.edit_dual_rate(
-                edit_model, record, inverted, source, None, 1.0, mask[None], background_step_ratio=4.0,
-                blend_point=0.25, crop_padding=0, self_replace=0.8, reinvert_crop=cfg["reinvert_crop"])
+            result, hook = comfy_passes.edit_dual_rate(
+                edit_model, record, inverted, source, None, 1.0, mask[None],
+                DualRateSettings(background_step_ratio=4.0, blend_point=0.25, crop_padding=0),
+                self_replace=0.8, reinvert_object=cfg["reinvert_object"])
             edited, mode = result.latent["samples"], f"{result.mode}, crop {result.box.height}x{result.box.width}"
         else:
-            edited, hook = inversion_sampler.edit(edit_model, record, inverted, source, None, cfg=1.0,
-                                                  self_replace=0.8)
+            edited, hook = comfy_passes.edit(edit_model, record, inverted, source, None, cfg=1.0,
+                                             self_replace=0.8)
         if device.type == "cuda":
             torch.cuda.synchronize()
         done = time.perf_counter()
-    attention = record.extras[inversion_sampler.SELF_ATTENTION]
+    attention = record.extras[SELF_ATTENTION]
     mse = torch.mean((edited.float().cpu() - latent) ** 2).item()
     inside = mask.bool().expand_as(latent)
     mse_in = torch.mean((edited.float().cpu() - latent)[inside] ** 2).item()

@@ -47,11 +47,11 @@ def write_sam_checkpoint(path: Path, seed: int = 0) -> Path:
 @functools.lru_cache(maxsize=None)
 def bikes_clip(path: str) -> torch.Tensor:
     """``CLIP_FRAMES`` consecutive frames of bikes.mp4 at ``CLIP_SIZE``, IMAGE ``[F, H, W, 3]``."""
-    from ocd import video_io
+    from ocd.video import codec
 
-    info = video_io.probe_video(path)
-    selection = video_io.select_frames(info, CLIP_FRAMES, 40, 2, 0.0)
-    return video_io.decode_frames(path, selection, (CLIP_SIZE[1], CLIP_SIZE[0]), "crop")
+    info = codec.probe_video(path)
+    selection = codec.select_frames(info, CLIP_FRAMES, 40, 2, 0.0)
+    return codec.decode_frames(path, selection, (CLIP_SIZE[1], CLIP_SIZE[0]), "crop")
 
 
 class CallCounter:
@@ -93,7 +93,7 @@ class CallCounter:
 def shared_video_model():
     """One ``SAMVideoModel`` around the random vit_b for the whole test process, so its
     embedding cache (filled by the first test that segments the clip) serves later tests."""
-    from ocd.sam_video import SAMVideoModel
+    from ocd.masks.sam_video import SAMVideoModel
 
     return SAMVideoModel(random_sam(), "vit_b", torch.device("cpu"))
 
@@ -109,7 +109,7 @@ def counted_run(model, clip, prompts, **kwargs):
     """``segment_video`` with a real SamPredictor whose calls are recorded: ``predict`` (with
     the features it held, to tell which frame it ran on), the image encoder's and the prompt
     encoder's forward passes. Returns (masks, counter, features held at each predict)."""
-    from ocd import sam_video
+    from ocd.masks import sam_video
 
     predictor = model.make_predictor()
     counter = CallCounter()

@@ -1,0 +1,268 @@
+"""FateZero-style attention fusion: record self-attention during inversion, reuse it to edit.
+
+During inversion with the source prompt, the self-attention probabilities
+``P = softmax(Q K^T / sqrt(d))`` of the chosen layers and steps are stored. During editing
+with the target prompt, those layers compute ``P_src V_edit`` instead of ``P_edit V_edit``
+for the first ``self_replace`` fraction of the steps, so the edited video keeps the source's
+structure and motion while the values (appearance) follow the new prompt. With a mask (the
+edited object), ``P = m * P_edit + (1 - m) * P_src`` per query token: the object may change
+shape, the rest keeps the source's attention.
+
+The hooks plug into the attention seam of ocd/attention/comfy_patches.py
+(``hook(attend, q, k, v, call)``, ``call`` an ``AttentionCall``), so they see the same
+queries and key/value pools as cross-frame attention and token merging produce: records are
+taken at the merged size, and replay of the merge indices (token merging's pairing) makes
+editing's tokens line up with the recorded ones. In a layer whose queries are merged, the
+blend mask is merged with the queries' plan (each merged query gets the mean weight of the
+tokens it holds).
+
+Steps are numbered by ``ocd.host.step_index`` for both passes: editing step m goes from
+generation sigma m to m+1, and the inversion step between the same two sigma levels has the
+same number m, so each editing step fuses what its mirror inversion step recorded.
+
+Records and hooks are shared across model clones (``ocd.shared``): the sampler that runs a
+clone fills the record the node returned.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import OCDInputError
+from ..masks import grid, ops
+from ..shared import SharedAcrossClones
+
+
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int,
+                            key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + key_bias) per head: q [B, Nq, heads*d], k [B, Nk, heads*d],
+    key_bias None or [B, 1, Nk] (merged keys' log sizes) -> [B, heads, Nq, Nk]."""
+    b, nq, c = q.shape
+    d = c // heads
+    qh = q.reshape(b, nq, heads, d).transpose(1, 2).float()
+    kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
+    logits = qh @ kh.transpose(-1, -2) / math.sqrt(d)
+    if key_bias is not None:
+        logits = logits + key_bias.float().unsqueeze(1)
+    return torch.softmax(logits, dim=-1)
+
+
+def attend_with(probabilities: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """probabilities [B, heads, Nq, Nk] applied to v [B, Nk, heads*d] -> [B, Nq, heads*d]."""
+    b, nk, c = v.shape
+    vh = v.reshape(b, nk, heads, c // heads).transpose(1, 2)
+    out = probabilities.to(vh.dtype) @ vh
+    return out.transpose(1, 2).reshape(b, probabilities.shape[2], c)
+
+
+@dataclass(eq=False)
+class AttentionRecord(SharedAcrossClones):
+    """Self-attention probabilities from an inversion pass.
+
+    ``maps[(step, layer)]`` is the list of probability tensors of that layer's attention calls
+    at that generation step, in call order (cross-frame attention may attend in several
+    calls), each ``[frames-or-pools, heads, Nq, Nk]`` of the conditional group only.
+    """
+
+    steps: frozenset[int]
+    max_tokens: int
+    dtype: torch.dtype = torch.float16
+    device: str | torch.device | None = None  # None: where the attention was computed
+    maps: dict[tuple, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for ts in self.maps.values() for t in ts)
+
+    def keys_recorded(self) -> set[tuple]:
+        return set(self.maps)
+
+
+def predicted_record_bytes(layer_calls: list[tuple[int, int, int, int]], steps: int, dtype=torch.float16) -> int:
+    """Memory of a record: ``layer_calls`` lists (batch, heads, Nq, Nk) of every recorded
+    attention call of one UNet evaluation; ``steps`` is the number of recorded steps."""
+    per_step = sum(b * h * nq * nk for b, h, nq, nk in layer_calls)
+    return per_step * steps * torch.empty((), dtype=dtype).element_size()
+
+
+def _group_batch(call, batch: int) -> tuple[int, int]:
+    """(CFG groups, attention rows per group) of an attention call's batch."""
+    return call.layout.groups, batch // call.layout.groups
+
+
+class RecordingHook(SharedAcrossClones):
+    """Attention hook for the inversion pass: records P of the chosen steps and layers."""
+
+    def __init__(self, record: AttentionRecord):
+        self.record = record
+
+    def __call__(self, attend, q, k, v, call):
+        step = call.step  # already the editing step this inversion step mirrors
+        heads = call.heads
+        if step not in self.record.steps or q.shape[1] > self.record.max_tokens:
+            return attend(q, k, v)
+        p = attention_probabilities(q, k, heads, call.key_bias)
+        groups, per_group = _group_batch(call, q.shape[0])
+        stored = p[:per_group]  # the conditional group: the one the edit replays
+        device = self.record.device if self.record.device is not None else stored.device
+        self.record.maps.setdefault((step, call.layer), []).append(
+            stored.to(device=device, dtype=self.record.dtype))
+        return attend_with(p, v, heads).to(v.dtype)
+
+
+class FusionHook(SharedAcrossClones):
+    """Attention hook for the editing pass: replaces (or mask-blends) P with the recorded one."""
+
+    def __init__(self, record: AttentionRecord, replace_steps: frozenset[int], mask: torch.Tensor | None = None):
+        self.record = record
+        self.replace_steps = replace_steps
+        self.mask = mask  # [F, H, W] in 0..1 (latent or any resolution), None = replace
+        self._call_index: dict[tuple, int] = {}
+        self.fused: list[tuple] = []  # (step, layer) pairs fused so far, for inspection
+
+    def _recorded(self, step: int, layer: tuple, index: int):
+        maps = self.record.maps.get((step, layer))
+        if maps is None or index >= len(maps):
+            return None
+        return maps[index]
+
+    def _query_mask(self, call, tokens: int, per_group: int, device) -> torch.Tensor:
+        """The blend mask's object weight of every query, ``[per_group, 1, Nq, 1]``.
+
+        Each attention row holds the queries of the frames ``call.query_rows`` names (one
+        frame, or every frame under full cross-frame attention); merged queries get the mean
+        weight of the tokens they hold (the queries' merge plan applied to the weights)."""
+        layer = call.layer
+        if call.grid is None:
+            raise OCDInputError("blend_mask", f"cannot be placed on the queries of layer {layer}: its token "
+                                "grid is unknown")
+        h, w = call.grid
+        per_frame = grid.token_weights(self.mask, call.layout.frames, h, w, device)  # [F, h*w]
+        plan = call.query_plan
+        if plan is not None:
+            per_frame = plan.merge(per_frame.unsqueeze(-1)).squeeze(-1)  # [F, merged size]
+        rows = call.query_rows or [(p,) for p in range(call.layout.count)]
+        m = torch.stack([torch.cat([per_frame[p] for p in row]) for row in rows])
+        if m.shape != (per_group, tokens):
+            raise OCDInputError("blend_mask", f"gives {tuple(m.shape)} query weights in layer {layer}, but the "
+                                f"layer attends with {per_group} x {tokens} queries: were the queries merged by "
+                                "another patch (e.g. core's TomePatchModel)? Merge with Object-Centric Token "
+                                "Merge (OCD), or leave blend_mask unconnected")
+        return m[:, None, :, None]
+
+    def __call__(self, attend, q, k, v, call):
+        step, layer = call.step, call.layer
+        key = (step, layer)
+        index = self._call_index.get(key, 0)
+        self._call_index[key] = index + 1
+        if step not in self.replace_steps:
+            return attend(q, k, v)
+        recorded = self._recorded(step, layer, index)
+        if recorded is None:
+            return attend(q, k, v)
+        heads = call.heads
+        groups, per_group = _group_batch(call, q.shape[0])
+        if recorded.shape[0] != per_group or recorded.shape[2:] != (q.shape[1], k.shape[1]):
+            raise OCDInputError(
+                "inversion",
+                f"its attention record for layer {layer} has shape {tuple(recorded.shape)}, but this "
+                f"edit attends with {per_group} x {q.shape[1]} queries x {k.shape[1]} keys: edit with the "
+                "same frames, size and attention/token-merge settings as the inversion (token merging "
+                "must replay the inversion's merge record)",
+            )
+        source = recorded.to(device=q.device, dtype=torch.float32)
+        source = source.repeat(groups, 1, 1, 1)
+        if self.mask is not None:
+            mask = self._query_mask(call, q.shape[1], per_group, q.device)
+            edited = attention_probabilities(q, k, heads, call.key_bias)
+            source = mask.repeat(groups, 1, 1, 1) * edited + (1 - mask.repeat(groups, 1, 1, 1)) * source
+        self.fused.append(key)
+        return attend_with(source, v, heads).to(v.dtype)
+
+
+def recorded_steps(total_steps: int, fraction: float) -> frozenset[int]:
+    """The generation indices of the first ``fraction`` of an N-step edit (FateZero: 0.8)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise OCDInputError("self_replace", f"must be in 0..1, got {fraction}")
+    return frozenset(range(int(round(fraction * total_steps))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-attention: where each prompt token looks, for a mask of the edited words
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class CrossAttentionRecord(SharedAcrossClones):
+    """Head-averaged cross-attention of the inversion pass.
+
+    ``maps[(step, layer)]`` is ``[frames, h*w, text_tokens]`` (conditional group, float16) and
+    ``grids[layer]`` the layer's token grid ``(h, w)``. Filled by the cross-attention recorder
+    of ocd/attention/comfy_patches.py (an attn2 patch), which recomputes q and k with the
+    block's own projections.
+    """
+
+    max_tokens: int
+    maps: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    grids: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.maps.values())
+
+    def wants(self, tokens: int) -> bool:
+        return tokens <= self.max_tokens
+
+    def add(self, step: int, layer: tuple, token_grid: tuple[int, int], q: torch.Tensor, k: torch.Tensor,
+            heads: int) -> None:
+        """Record one layer's cross-attention: q [F, h*w, C] of the conditional group, k [F, T, C]."""
+        self.maps[(step, layer)] = attention_probabilities(q, k, heads).mean(1).to(torch.float16)  # [F, h*w, T]
+        self.grids[layer] = (int(token_grid[0]), int(token_grid[1]))
+
+
+def word_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> list[int]:
+    """Positions of every occurrence of ``word_tokens`` as a run inside ``prompt_tokens``."""
+    n = len(word_tokens)
+    positions = []
+    for i in range(len(prompt_tokens) - n + 1):
+        if n and prompt_tokens[i:i + n] == word_tokens:
+            positions.extend(range(i, i + n))
+    return positions
+
+
+def cross_attention_mask(
+    record: CrossAttentionRecord,
+    token_positions: list[int],
+    size: tuple[int, int],
+    threshold: float = 0.3,
+    dilation: int = 0,
+) -> torch.Tensor:
+    """A per-frame mask ``[F, H, W]`` (0/1) of where the given prompt tokens are attended.
+
+    FateZero's recipe: sum the tokens' attention, average over heads (done when recording),
+    layers and steps at a common resolution, normalise each frame to 0..1, threshold; then
+    optionally grow by ``dilation`` pixels of ``size`` (``ocd.masks.ops.grow``, a disk).
+    """
+    if not record.maps:
+        raise OCDInputError("inversion", "has no cross-attention record: run Invert Latents (OCD) with "
+                            "record_cross_attention on")
+    if not token_positions:
+        raise OCDInputError("words", "none of the words occur in the prompt (check spelling: the words "
+                            "must appear in the source prompt as written)")
+    h, w = size
+    total = None
+    for (step, layer), p in record.maps.items():
+        if max(token_positions) >= p.shape[-1]:
+            raise OCDInputError("words", f"token position {max(token_positions)} is beyond the prompt's "
+                                f"{p.shape[-1]} tokens")
+        gh, gw = record.grids[layer]
+        heat = p[..., token_positions].float().sum(-1).reshape(-1, 1, gh, gw)
+        heat = torch.nn.functional.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)
+        total = heat if total is None else total + heat
+    total = total[:, 0]
+    lo = total.flatten(1).min(1).values[:, None, None]
+    hi = total.flatten(1).max(1).values[:, None, None]
+    normalised = (total - lo) / (hi - lo).clamp_min(1e-8)
+    mask = (normalised >= threshold).float()
+    return ops.grow(mask, dilation) if dilation > 0 else mask

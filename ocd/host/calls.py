@@ -1,0 +1,194 @@
+"""One model call as ComfyUI describes it, and this pack's state in a model's options.
+
+ComfyUI hands every attention patch an ``extra_options`` dict (a shallow copy of the call's
+``transformer_options`` plus the block's ``n_heads``, ``dim_head``, ``attn_precision``). The
+keys are ComfyUI's private conventions (comfy/samplers.py, comfy/ldm/modules/attention.py,
+comfy/ldm/modules/diffusionmodules/openaimodel.py, 0.3.75); this module is the only place in
+the pack that reads them:
+
+- ``sigmas`` (the call's noise levels), ``sample_sigmas`` (the running pass's schedule);
+- ``block`` (("input" | "middle" | "output", number)), ``block_index`` (transformer index);
+- ``activations_shape`` (the block's input [B, C, h, w]), ``original_shape`` (the latent's);
+- ``cond_or_uncond`` (the CFG groups batched in this call);
+- ``ad_params["sub_idxs"]`` (AnimateDiff-Evolved's context window: absolute frame indices)
+  and ``context_window.index_list`` (core's context windows, the same);
+- ``n_heads``, ``attn_precision``.
+
+This pack's own entries live in ``model_options["transformer_options"]`` under the
+``*_KEY`` names below (the clone's options, so two patched clones never see each other's
+settings); what is put there derives from ``ocd.shared.SharedAcrossClones``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..attention.cross_frame import FrameLayout
+
+CROSS_FRAME_KEY = "ocd_cross_frame"  # CrossFrameSettings
+TOKEN_MERGE_KEY = "ocd_token_merge"  # TokenMergeSettings
+ATTENTION_HOOK_KEY = "ocd_attention_hook"  # hook(attend, q, k, v, call), see comfy_patches
+STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it runs it in pieces
+
+
+# ---------------------------------------------------------------------------------------------
+# This pack's state in a ModelPatcher's options (call on a clone)
+# ---------------------------------------------------------------------------------------------
+
+def _transformer_options(model_patcher) -> dict:
+    return model_patcher.model_options.setdefault("transformer_options", {})
+
+
+def put_state(model_patcher, key: str, value) -> None:
+    """Store ``value`` under ``key`` in (a clone's) transformer options."""
+    _transformer_options(model_patcher)[key] = value
+
+
+def pop_state(model_patcher, key: str) -> None:
+    _transformer_options(model_patcher).pop(key, None)
+
+
+def state_of(model_patcher, key: str, default=None):
+    """What this pack stored under ``key`` in a ModelPatcher's options."""
+    return model_patcher.model_options.get("transformer_options", {}).get(key, default)
+
+
+def guider_state(guider, key: str, default=None):
+    """The same for a CFG guider (what an OUTER_SAMPLE wrapper is given)."""
+    return guider.model_options.get("transformer_options", {}).get(key, default)
+
+
+def has_patch(model_patcher, kind: str, function) -> bool:
+    """Whether ``function`` is already in the patch list ``kind`` (e.g. "attn1_patch")."""
+    return function in _transformer_options(model_patcher).get("patches", {}).get(kind, [])
+
+
+def attn1_replace_of(model_patcher, key: tuple):
+    """The attn1 replace installed on block ``key`` (name, number, index), or None."""
+    return _transformer_options(model_patcher).get("patches_replace", {}).get("attn1", {}).get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one call's extra_options
+# ---------------------------------------------------------------------------------------------
+
+def call_state(options: dict, key: str, default=None):
+    """This pack's entry ``key`` as seen by one model call (a ``*_KEY`` above)."""
+    return options.get(key, default)
+
+
+def stash(options: dict, key: str, value) -> None:
+    """Leave ``value`` for a later patch of the same block call (attn1_patch -> output patch):
+    ComfyUI hands every patch of one block the same ``extra_options`` dict."""
+    options[key] = value
+
+
+def take(options: dict, key: str):
+    """Remove and return what ``stash`` left, or None."""
+    return options.pop(key, None)
+
+
+def step_index(options: dict) -> int:
+    """Index of the current step in the pass's schedule (the nearest scheduled sigma, so
+    samplers evaluating the model between two scheduled sigmas land on one of them); 0
+    outside a sampler.
+
+    An ascending schedule is an inversion pass: its steps are numbered as the same
+    transitions of the descending (editing) schedule, so the inversion step between sigma
+    levels m+1 and m has index m, like the editing step between m and m+1. Records taken
+    during inversion (merge plans, attention) then pair with the editing pass step by step,
+    as FateZero pairs DDIM inversion and editing by timestep.
+
+    A sampler that runs its schedule in pieces (the dual-rate sampler's branches) puts the
+    full schedule under ``STEP_SCHEDULE_KEY``: steps are then numbered in it, so records and
+    destination draws line up with an unsplit pass.
+    """
+    sigmas = options.get("sigmas")
+    schedule = options.get(STEP_SCHEDULE_KEY)
+    if schedule is None:
+        schedule = options.get("sample_sigmas")
+    if sigmas is None or schedule is None or len(schedule) == 0:
+        return 0
+    sigma = float(sigmas.reshape(-1)[0])
+    schedule = schedule.detach().float().cpu()
+    index = int(torch.argmin((schedule - sigma).abs()))
+    if len(schedule) > 1 and schedule[-1] > schedule[0]:
+        return max(0, len(schedule) - 2 - index)
+    return index
+
+
+def call_sigma(options: dict) -> float | None:
+    """The noise level of this model call, or None outside a sampler."""
+    sigmas = options.get("sigmas")
+    return None if sigmas is None else float(sigmas.reshape(-1)[0])
+
+
+def layer_of(options: dict) -> tuple:
+    """The transformer block being run: (block name, number, transformer index), the key of
+    ``set_model_attn1_replace`` and of every record."""
+    block = options.get("block")
+    index = options.get("block_index", 0)
+    return (block[0], int(block[1]), int(index)) if block is not None else ("unknown", 0, int(index))
+
+
+def block_of(options: dict) -> tuple | None:
+    """(block name, number) of the running block, or None."""
+    return options.get("block")
+
+
+def token_grid(options: dict, tokens: int) -> tuple[int, int, int] | None:
+    """(h, w, downsample) of a layer's token grid, or None when it cannot be told."""
+    shape = options.get("activations_shape")
+    original = options.get("original_shape")
+    if shape is not None and len(shape) == 4 and shape[2] * shape[3] == tokens:
+        h, w = int(shape[2]), int(shape[3])
+    elif original is not None and len(original) == 4:
+        # tomesd's way: the downsampling from the token count
+        downsample = int(math.ceil(math.sqrt(original[2] * original[3] / tokens)))
+        h, w = math.ceil(original[2] / downsample), math.ceil(original[3] / downsample)
+        if h * w != tokens:
+            return None
+    else:
+        return None
+    downsample = max(1, round(original[2] / h)) if original is not None and len(original) == 4 else 1
+    return h, w, downsample
+
+
+def activation_grid(options: dict) -> tuple[int, int] | None:
+    """(h, w) of the running block's activations, or None."""
+    shape = options.get("activations_shape")
+    return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else None
+
+
+def cfg_groups(options: dict, batch: int) -> int:
+    """How many CFG groups (cond, uncond, ...) of the same frames the batch holds."""
+    groups = len(options.get("cond_or_uncond") or [0])
+    return groups if groups >= 1 and batch % groups == 0 else 1
+
+
+def frame_layout(batch: int, options: dict) -> FrameLayout:
+    """The frames of a batch of ``batch`` items: CFG groups, and each item's absolute frame
+    index under AnimateDiff-Evolved's or core's context windows (0..F-1 otherwise)."""
+    groups = cfg_groups(options, batch)
+    count = batch // groups
+    frames = None
+    ad_params = options.get("ad_params")
+    window = options.get("context_window")
+    if isinstance(ad_params, dict) and ad_params.get("sub_idxs") is not None:
+        frames = ad_params["sub_idxs"]
+    elif window is not None and getattr(window, "index_list", None) is not None:
+        frames = window.index_list
+    if frames is None or len(frames) != count:
+        # No window, or one that does not describe this batch (e.g. a stale entry): the batch
+        # is the whole clip.
+        frames = range(count)
+    return FrameLayout(groups, tuple(int(f) for f in frames))
+
+
+def attention_heads(options: dict) -> int:
+    return int(options["n_heads"])
+
+
+def attention_precision(options: dict):
+    return options.get("attn_precision")

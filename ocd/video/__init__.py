@@ -1,0 +1,1 @@
+"""Video family: clips in and out (``codec``: PyAV and OpenCV, no ComfyUI)."""

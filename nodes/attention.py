@@ -13,6 +13,7 @@ from ..ocd.attention.cross_frame import CROSS_FRAME_MODES
 from ..ocd.attention.token_merge import PAIRING_MODES, MergeStore, TokenMergeSettings, parse_blocks
 from ..ocd.errors import OCDInputError
 from ..ocd.masks.ops import normalize_mask
+from ._report import node_ref
 
 # A record of merge indices shared between two samplers (see docs/attention.md): the
 # recording OCD_TokenMerge outputs it, the replaying one takes it as input.
@@ -45,11 +46,13 @@ class CrossFrameAttention(io.ComfyNode):
                 ),
             ],
             outputs=[io.Model.Output(tooltip="The patched copy of the model.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, mode, window_size) -> io.NodeOutput:
-        return io.NodeOutput(comfy_patches.apply_cross_frame_attention(model, mode, window_size))
+        node = node_ref(cls)
+        return io.NodeOutput(comfy_patches.apply_cross_frame_attention(model, mode, window_size, node))
 
 
 class TokenMerge(io.ComfyNode):
@@ -129,6 +132,7 @@ class TokenMerge(io.ComfyNode):
                     "replaying node); with replay: the record used; otherwise empty.",
                 ),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -145,6 +149,7 @@ class TokenMerge(io.ComfyNode):
             protection=float(foreground_protection), protect_keys=bool(protect_object_keys),
             foreground_mask=None if mask is None else normalize_mask(mask),
             pairing=pairing, store=store,
+            node=node_ref(cls),
         )
         return io.NodeOutput(comfy_patches.apply_token_merge(model, settings), store)
 

@@ -13,6 +13,7 @@ from ..ocd.errors import OCDInputError
 from ..ocd.inversion import comfy_passes
 from ..ocd.inversion.record import CROSS_ATTENTION, ensure_record
 from ..ocd.inversion.solvers import SOLVERS
+from ._report import new_report, publish
 from .sampling import dual_rate_inputs, dual_rate_settings
 
 # The socket type of an inversion record (ocd.inversion.record.InversionRecord).
@@ -95,21 +96,24 @@ class InvertLatents(io.ComfyNode):
                 InversionRecordType.Output(display_name="inversion",
                                        tooltip="Schedule, solver and source of this inversion, for Edit From Inversion."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, latent, positive, solver, steps, scheduler, cfg, inversion_depth,
                 record_attention, max_record_tokens, record_cross_attention, offload_record, negative=None):
         samples = latent["samples"]
+        report = new_report(cls)
         inverted, record = comfy_passes.invert(
             model, samples, positive, negative, solver=solver, steps=steps, scheduler=scheduler,
             cfg=cfg, depth=inversion_depth, callback=host.sampler_progress(model, steps),
             record_attention=record_attention, max_record_tokens=max_record_tokens,
             record_device="cpu" if offload_record else None, record_cross_attention=record_cross_attention,
+            report=report,
         )
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         out["samples"] = inverted
-        return io.NodeOutput(out, record)
+        return io.NodeOutput(out, record, ui=publish(report))
 
 
 class EditFromInversion(io.ComfyNode):
@@ -135,19 +139,21 @@ class EditFromInversion(io.ComfyNode):
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, blend_mask=None):
         inversion = ensure_record(inversion)
+        report = new_report(cls)
         samples, _ = comfy_passes.edit(
             model, inversion, inverted_latent["samples"], positive, negative, cfg=cfg,
             callback=host.sampler_progress(model, inversion.steps), noise_mask=inverted_latent.get("noise_mask"),
-            self_replace=self_replace, blend_mask=blend_mask,
+            self_replace=self_replace, blend_mask=blend_mask, report=report,
         )
         out = dict(inverted_latent)
         out["samples"] = samples
-        return io.NodeOutput(out)
+        return io.NodeOutput(out, ui=publish(report))
 
 
 class DualRateEditFromInversion(io.ComfyNode):
@@ -180,20 +186,22 @@ class DualRateEditFromInversion(io.ComfyNode):
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, inversion, inverted_latent, positive, negative, cfg, self_replace, mask,
                 background_step_ratio, blend_point, crop_padding, blend, reinvert_object=True):
         inversion = ensure_record(inversion)
+        report = new_report(cls)
         result, _ = comfy_passes.edit_dual_rate(
             model, inversion, inverted_latent["samples"], positive, negative, cfg, mask,
             dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend),
             self_replace=self_replace, noise_mask=inverted_latent.get("noise_mask"),
-            reinvert_object=bool(reinvert_object))
+            reinvert_object=bool(reinvert_object), report=report)
         out = dict(inverted_latent)
         out["samples"] = result.latent["samples"]
-        return io.NodeOutput(out)
+        return io.NodeOutput(out, ui=publish(report))
 
 
 class InversionSampler(io.ComfyNode):

@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..ocd import host
 from ..ocd.sampling.comfy_sampler import sample_dual_rate
 from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
+from ._report import new_report, publish
 
 
 def dual_rate_inputs() -> list:
@@ -75,15 +76,17 @@ class DualRateKSampler(io.ComfyNode):
                 *dual_rate_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The denoised latent.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                 denoise, mask, background_step_ratio, blend_point, crop_padding, blend) -> io.NodeOutput:
+        report = new_report(cls)
         result = sample_dual_rate(
             model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-            mask, dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend))
-        return io.NodeOutput(result.latent)
+            mask, dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend), report=report)
+        return io.NodeOutput(result.latent, ui=publish(report))
 
 
 NODES = [DualRateKSampler]

@@ -11,16 +11,18 @@ the node returned, or the sampler writes into a copy nobody reads (the bug where
 cross-attention recorder's clone made the self-attention record land in a copy).
 
 Every such object derives from ``SharedAcrossClones``: copying returns the object itself.
-Two kinds use it, and nothing else may:
+Three kinds use it, and nothing else may:
 - immutable settings (``CrossFrameSettings``, ``TokenMergeSettings``): sharing is safe
   because nothing changes them;
 - records and the hooks that fill or read them (``MergeStore``, ``AttentionRecord``,
   ``RecordingHook``, ``FusionHook``, ``CrossAttentionRecord``, ``CrossAttentionRecorder``):
   shared on purpose, created by one node run and emptied at the start of the pass that
-  fills them, so nothing of one run leaks into the next.
+  fills them, so nothing of one run leaks into the next;
+- the run report (``ocd.report.RunReport``): created when a node's run starts, put only on
+  the clones that run makes, published and dropped when it ends.
 
-Per-run counters (progress, the run report) are never shared this way: they are created
-when a sampling run starts and dropped when it ends.
+Everything else a run needs (progress counters, merge plans of one call) lives in the run or
+the call and is never put into a model's options.
 """
 from __future__ import annotations
 

@@ -111,8 +111,10 @@ inversion_edit = build(
 )
 
 MERGE_OUT = [("MODEL", "MODEL"), ("merge_record", "OCD_MERGE_RECORD")]
-# The whole OCD edit: cross-frame attention, token merging paired between inversion and edit,
-# the object's mask from the inversion's cross-attention, dual-rate (object-centric) sampling.
+SALIENCY_OUT = [("mask", "MASK"), ("saliency", "MASK")]
+# The whole OCD edit: cross-frame attention, object-centric token merging paired between
+# inversion and edit, the object's mask from Auto Saliency (it must exist before the
+# inversion, whose merges it protects), dual-rate (object-centric) sampling.
 object_centric_edit = build(
     [
         CKPT,
@@ -121,17 +123,18 @@ object_centric_edit = build(
         text(10, [420, 440], "blurry, low quality, watermark"),
         (1, "OCD_LoadVideo", [40, 300], ["bikes.mp4", 8, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
         (7, "VAEEncode", [420, 640], [], [("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")]),
+        (17, "OCD_AutoSaliency", [40, 1000], [0.7, "flow", -1.0, 5, 256], [("images", "IMAGE", False)],
+         SALIENCY_OUT),
         (14, "OCD_CrossFrameAttention", [40, 620], ["sparse_causal", 2], [("model", "MODEL", False)],
          [("MODEL", "MODEL")]),
         (15, "OCD_TokenMerge", [40, 780], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "record", False],
-         [("model", "MODEL", False)], MERGE_OUT),
+         [("model", "MODEL", False), ("mask", "MASK", False)], MERGE_OUT),
         (16, "OCD_TokenMerge", [420, 820], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "replay", False],
-         [("model", "MODEL", False), ("merge_record", "OCD_MERGE_RECORD", False)], MERGE_OUT),
-        (11, "OCD_InvertLatents", [800, 40], ["dpmpp_2m", 20, "normal", 1.0, 1.0, 0.8, 1024, True, False],
+         [("model", "MODEL", False), ("mask", "MASK", False), ("merge_record", "OCD_MERGE_RECORD", False)],
+         MERGE_OUT),
+        (11, "OCD_InvertLatents", [800, 40], ["dpmpp_2m", 20, "normal", 1.0, 1.0, 0.8, 1024, False, False],
          [("model", "MODEL", False), ("latent", "LATENT", False), ("positive", "CONDITIONING", False)],
          [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]),
-        (12, "OCD_CrossAttentionMask", [800, 420], [SOURCE, "man", 0.3, 8],
-         [("inversion", "OCD_INVERSION", False), ("clip", "CLIP", False)], [("MASK", "MASK")]),
         (13, "OCD_DualRateEditFromInversion", [1180, 40], [7.5, 0.8, 4.0, 0.25, 2, "feathered", True],
          [("model", "MODEL", False), ("inversion", "OCD_INVERSION", False), ("inverted_latent", "LATENT", False),
           ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("mask", "MASK", False)],
@@ -142,11 +145,12 @@ object_centric_edit = build(
          [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
     ],
     [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"),
+     (1, 0, 17, "images"),
      (4, 0, 14, "model"), (14, 0, 15, "model"), (14, 0, 16, "model"), (15, 1, 16, "merge_record"),
+     (17, 0, 15, "mask"), (17, 0, 16, "mask"),
      (15, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
-     (11, 1, 12, "inversion"), (4, 1, 12, "clip"),
      (16, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
-     (10, 0, 13, "negative"), (12, 0, 13, "mask"),
+     (10, 0, 13, "negative"), (17, 0, 13, "mask"),
      (13, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
 )
 

@@ -33,8 +33,10 @@ from typing import Any, Callable
 
 import torch
 
-from .. import host
+from .. import comfy_report, host
 from ..errors import OCDInputError
+from ..masks import grid
+from ..report import NodeRef, layer_name
 from ..shared import SharedAcrossClones
 from .cross_frame import AttentionCall, CrossFrameSettings, cross_frame_attention, reference_frames
 from .fusion import CrossAttentionRecord
@@ -45,6 +47,10 @@ _PAIRING_WRAPPER_KEY = "ocd_token_merge"
 
 log = logging.getLogger("ocd.attention")
 
+# Report parts of patches made without a node (library use)
+CROSS_FRAME_NODE = NodeRef("Cross-Frame Attention (OCD)")
+TOKEN_MERGE_NODE = NodeRef("Object-Centric Token Merge (OCD)")
+
 
 @dataclasses.dataclass
 class _MergeContext:
@@ -53,17 +59,44 @@ class _MergeContext:
     grid: tuple[int, int]
     step: int
     layer: tuple
+    report: Any  # the run's RunReport or None
+
+    @property
+    def node(self) -> NodeRef:
+        return self.settings.node or TOKEN_MERGE_NODE
+
+    def objects(self, frames: tuple) -> torch.Tensor | None:
+        """Boolean [len(frames), h*w]: the object's tokens of these frames (for the report)."""
+        return self.report.object_tokens(self.settings.foreground_mask, frames, *self.grid, grid.token_weights)
+
+    def count(self, plan: MergePlan, token_sets: list[tuple], pool: bool = False) -> None:
+        if self.report is None:
+            return
+        objects = None
+        if self.settings.foreground_mask is not None:
+            by_frame = self.objects(self.layout.frames)
+            row_of = {f: i for i, f in enumerate(self.layout.frames)}
+            objects = torch.stack([torch.cat([by_frame[row_of[f]] for f in frames]) for frames in token_sets])
+        self.report.merged(self.node, self.layer, self.grid, plan, objects, pool)
 
 
 def _merge_context(options: dict, batch: int, tokens: int) -> _MergeContext | None:
     settings = host.call_state(options, host.TOKEN_MERGE_KEY)
     if settings is None or settings.ratio <= 0:
         return None
-    grid = host.token_grid(options, tokens)
-    if grid is None or not settings.applies_to(host.block_of(options), grid[2]):
+    report = host.call_state(options, host.RUN_REPORT_KEY)
+    token_grid = host.token_grid(options, tokens)
+    if token_grid is None:
+        if report is not None and settings.applies_to(host.block_of(options), 1):
+            report.warn(settings.node or TOKEN_MERGE_NODE, f"layer {host.layer_of(options)} not merged: its token "
+                        f"grid cannot be told from {tokens} tokens")
         return None
-    return _MergeContext(settings, host.frame_layout(batch, options), grid[:2], host.step_index(options),
-                         host.layer_of(options))
+    if not settings.applies_to(host.block_of(options), token_grid[2]):
+        return None
+    layout = host.frame_layout(batch, options)
+    if report is not None and layout.unread:
+        report.warn(settings.node or TOKEN_MERGE_NODE, layout.unread)
+    return _MergeContext(settings, layout, token_grid[:2], host.step_index(options), host.layer_of(options), report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +117,7 @@ def merge_tokens_patch(n, context, value, extra_options):
     metric = n.view(G, Fn, N, C).mean(0)
     plan = plan_token_sets(metric, [(f,) for f in frames], [(ctx.step, ctx.layer, f) for f in frames],
                            ctx.grid, ctx.step, ctx.settings)
+    ctx.count(plan, [(f,) for f in frames])
     if plan.size == N:
         return n, context, value
     host.stash(extra_options, _QUERY_MERGE, (plan, ctx.layout))
@@ -120,15 +154,19 @@ def cross_frame_attention_replace(q, k, v, extra_options):
 
     cross = host.call_state(extra_options, host.CROSS_FRAME_KEY)
     hook = host.call_state(extra_options, host.ATTENTION_HOOK_KEY)
+    report = host.call_state(extra_options, host.RUN_REPORT_KEY)
     B, Nk, _ = k.shape
     layout = host.frame_layout(B, extra_options)
     refs = reference_frames(layout.frames, cross.mode, cross.window) if cross is not None else None
+    if cross is not None and report is not None:
+        _report_cross_frame(report, cross, layout, refs, Nk, host.layer_of(extra_options),
+                            host.activation_grid(extra_options))
     query_state = extra_options.get(_QUERY_MERGE)
     call = None
     if hook is not None:
         call = AttentionCall(host.layer_of(extra_options), host.step_index(extra_options), heads, layout,
                              host.activation_grid(extra_options), refs,
-                             query_plan=query_state[0] if query_state else None)
+                             query_plan=query_state[0] if query_state else None, report=report)
 
     def attend_hooked(q_, k_, v_, key_bias=None, rows=None):
         if hook is None:
@@ -149,6 +187,7 @@ def cross_frame_attention_replace(q, k, v, extra_options):
             keys = [(ctx.step, ctx.layer, frames) for frames in token_sets]
             plan = plan_token_sets(k_pool.mean(0), token_sets, keys, ctx.grid, ctx.step, ctx.settings,
                                    protect_sources=ctx.settings.protect_keys)
+            ctx.count(plan, token_sets, pool=True)
             if call is not None:
                 call.pool_plans.append(plan)
             # Proportional attention: a merged key weighs as many keys as it holds.
@@ -156,6 +195,18 @@ def cross_frame_attention_replace(q, k, v, extra_options):
             return plan.merge(k_pool), plan.merge(v_pool), key_bias
 
     return cross_frame_attention(q, k, v, layout, refs, attend_hooked, reduce_pool)
+
+
+def _report_cross_frame(report, cross: CrossFrameSettings, layout, refs, keys_per_frame: int, layer: tuple,
+                        token_grid) -> None:
+    node = cross.node or CROSS_FRAME_NODE
+    pools = report.section(node).facts.setdefault("kv_pool_tokens", {})
+    pools[layer_name(layer, token_grid)] = max(len(r) for r in refs) * keys_per_frame
+    if layout.count == 1:
+        report.warn(node, "one frame in the batch: there is no other frame to attend to (plain self-attention); "
+                    "load more frames or a longer context window")
+    if layout.unread:
+        report.warn(node, layout.unread)
 
 
 class CrossAttentionRecorder(SharedAcrossClones):
@@ -196,13 +247,14 @@ def install_attention_replace(model_patcher) -> None:
         model_patcher.set_model_attn1_replace(cross_frame_attention_replace, *key)
 
 
-def apply_cross_frame_attention(model_patcher, mode: str = "full", window: int = 2):
+def apply_cross_frame_attention(model_patcher, mode: str = "full", window: int = 2, node: NodeRef | None = None):
     """A clone of ``model_patcher`` whose self-attention attends across frames."""
-    settings = CrossFrameSettings(mode, int(window)).validate()
+    settings = CrossFrameSettings(mode, int(window), node).validate()
     host.family_of(model_patcher)  # refuses models the pack cannot patch, by name
     patched = model_patcher.clone()
     host.put_state(patched, host.CROSS_FRAME_KEY, settings)
     install_attention_replace(patched)
+    comfy_report.install(patched)
     return patched
 
 
@@ -234,6 +286,7 @@ def apply_token_merge(model_patcher, settings: TokenMergeSettings):
     wrapper_type = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     patched.remove_wrappers_with_key(wrapper_type, _PAIRING_WRAPPER_KEY)
     patched.add_wrapper_with_key(wrapper_type, _PAIRING_WRAPPER_KEY, _pairing_wrapper)
+    comfy_report.install(patched)
     return patched
 
 

@@ -32,10 +32,19 @@ CROSS_FRAME_MODES = ("first", "sparse_causal", "window", "full")
 
 @dataclass(frozen=True, eq=False)
 class CrossFrameSettings(SharedAcrossClones):
-    """OCD_CrossFrameAttention's settings (immutable; model clones share them)."""
+    """OCD_CrossFrameAttention's settings (immutable; model clones share them). ``node``: the
+    graph node they came from (its part of the run report), an ``ocd.report.NodeRef``."""
 
     mode: str = "full"
     window: int = 2
+    node: object = None
+
+    def summary(self) -> dict:
+        """The settings as the run report shows them."""
+        facts = {"feature": "cross_frame", "mode": self.mode}
+        if self.mode == "window":
+            facts["window_size"] = self.window
+        return facts
 
     def validate(self) -> "CrossFrameSettings":
         if self.mode not in CROSS_FRAME_MODES:
@@ -48,10 +57,12 @@ class CrossFrameSettings(SharedAcrossClones):
 @dataclass(frozen=True)
 class FrameLayout:
     """A batch of ``groups * len(frames)`` items: group-major, then frames in batch order;
-    ``frames`` holds each frame's absolute index in the video."""
+    ``frames`` holds each frame's absolute index in the video. ``unread`` says what could not
+    be read from the host (and how the batch was taken instead), None when all was read."""
 
     groups: int
     frames: tuple[int, ...]
+    unread: str | None = field(default=None, compare=False)
 
     @property
     def count(self) -> int:
@@ -74,6 +85,7 @@ class AttentionCall:
     query_plan: "object | None" = None  # MergePlan of the queries (per frame), None when not merged
     pool_plans: list = field(default_factory=list)  # MergePlans of the key/value pools so far
     key_bias: torch.Tensor | None = None  # [B, 1, Nk] added to the logits (merged keys' log sizes)
+    report: "object | None" = None  # the run's ocd.report.RunReport, None outside a reported run
 
 
 def reference_frames(frames: Sequence[int], mode: str, window: int = 1) -> list[tuple[int, ...]]:

@@ -115,12 +115,15 @@ class RecordingHook(SharedAcrossClones):
 class FusionHook(SharedAcrossClones):
     """Attention hook for the editing pass: replaces (or mask-blends) P with the recorded one."""
 
-    def __init__(self, record: AttentionRecord, replace_steps: frozenset[int], mask: torch.Tensor | None = None):
+    def __init__(self, record: AttentionRecord, replace_steps: frozenset[int], mask: torch.Tensor | None = None,
+                 node=None):
         self.record = record
         self.replace_steps = replace_steps
         self.mask = mask  # [F, H, W] in 0..1 (latent or any resolution), None = replace
+        self.node = node  # the graph node that asked for the fusion (ocd.report.NodeRef), for the report
         self._call_index: dict[tuple, int] = {}
         self.fused: list[tuple] = []  # (step, layer) pairs fused so far, for inspection
+        self.missing: set[tuple] = set()  # (step, layer, call) asked for but not in the record
 
     def _recorded(self, step: int, layer: tuple, index: int):
         maps = self.record.maps.get((step, layer))
@@ -161,6 +164,13 @@ class FusionHook(SharedAcrossClones):
             return attend(q, k, v)
         recorded = self._recorded(step, layer, index)
         if recorded is None:
+            if (step, layer, index) not in self.missing and any(layer == lay for _, lay in self.record.maps):
+                # a recorded layer without a map for this step or call: the edit's own attention is used
+                self.missing.add((step, layer, index))
+                if call.report is not None and self.node is not None:
+                    call.report.warn(self.node, "the inversion recorded no attention for some fused steps "
+                                     f"(first: step {step}, layer {layer}): those use the edit's own attention; "
+                                     "record at least as many steps (record_attention) as you fuse (self_replace)")
             return attend(q, k, v)
         heads = call.heads
         groups, per_group = _group_batch(call, q.shape[0])
@@ -179,6 +189,8 @@ class FusionHook(SharedAcrossClones):
             edited = attention_probabilities(q, k, heads, call.key_bias)
             source = mask.repeat(groups, 1, 1, 1) * edited + (1 - mask.repeat(groups, 1, 1, 1)) * source
         self.fused.append(key)
+        if call.report is not None:
+            call.report.fusion_applied(step, layer)
         return attend_with(source, v, heads).to(v.dtype)
 
 

@@ -314,6 +314,7 @@ class TokenMergeSettings(SharedAcrossClones):
     - foreground_mask: ``[M, H, W]`` in [0, 1] (M = 1 or one per frame) or None; tokens are
       weighted by the pack's one mask-to-grid rule (``ocd.masks.grid``)
     - pairing: "off", "record" or "replay"; store: the MergeStore for record/replay
+    - node: the graph node the settings came from (its part of the run report)
     """
 
     ratio: float = 0.5
@@ -327,6 +328,27 @@ class TokenMergeSettings(SharedAcrossClones):
     foreground_mask: torch.Tensor | None = None
     pairing: str = "off"
     store: MergeStore | None = None
+    node: object = None
+
+    def summary(self) -> dict:
+        """The settings as the run report shows them."""
+        return {"feature": "token_merge", "merge_ratio": self.ratio, "stride": [self.sx, self.sy],
+                "max_downsample": self.max_downsample, "blocks": ",".join(self.blocks),
+                "foreground_protection": self.protection if self.foreground_mask is not None else 0.0,
+                "mask": self.foreground_mask is not None, "pairing": self.pairing}
+
+    def warnings(self) -> list[str]:
+        """What the settings cannot do as asked (the run report says it once per run)."""
+        found = []
+        if self.foreground_mask is not None and self.protection > 0 and self.ratio > 0:
+            if float(self.foreground_mask.amax()) <= 0.0:
+                found.append("the mask is empty: nothing to protect, merging is plain token merging")
+            elif float(self.foreground_mask.amin()) >= 0.5:
+                found.append("the mask covers every token: nothing is background, protection has no effect")
+        elif self.foreground_mask is None and self.protection > 0 and self.ratio > 0:
+            found.append("no mask is connected: foreground_protection has nothing to protect (plain token "
+                         "merging); connect the object's mask")
+        return found
 
     def validate(self) -> "TokenMergeSettings":
         max_ratio = 1.0 - 1.0 / (self.sx * self.sy)

@@ -19,10 +19,10 @@ rest asks it, so a host update or a new model family is a change here only
 
 Every ComfyUI import is inside a function, so ``ocd`` imports without ComfyUI.
 """
-from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY, activation_grid,
-                    attention_heads, attention_precision, attn1_replace_of, block_of, call_sigma, call_state,
-                    cfg_groups, frame_layout, guider_state, has_patch, layer_of, pop_state, put_state, stash,
-                    state_of, step_index, take, token_grid)
+from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, RUN_REPORT_KEY, STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY,
+                    activation_grid, attention_heads, attention_precision, attn1_replace_of, block_of, call_sigma,
+                    call_state, cfg_groups, frame_layout, guider_options, guider_state, has_patch, layer_of,
+                    pop_state, put_state, stash, state_of, step_index, take, token_grid)
 from .conditioning import crop_conditioning
 from .models import (FAMILIES, ModelFamily, SDUNet, cross_attention_modules, downsampling, family_of,
                      ksampler_sigmas, latent_scale, model_fingerprint, noise_scaling, schedule_sigmas,

@@ -30,6 +30,7 @@ CROSS_FRAME_KEY = "ocd_cross_frame"  # CrossFrameSettings
 TOKEN_MERGE_KEY = "ocd_token_merge"  # TokenMergeSettings
 ATTENTION_HOOK_KEY = "ocd_attention_hook"  # hook(attend, q, k, v, call), see comfy_patches
 STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it runs it in pieces
+RUN_REPORT_KEY = "ocd_run_report"  # the running sampling run's RunReport (ocd/report.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,8 +56,15 @@ def state_of(model_patcher, key: str, default=None):
 
 
 def guider_state(guider, key: str, default=None):
-    """The same for a CFG guider (what an OUTER_SAMPLE wrapper is given)."""
+    """The same for a CFG guider (what OUTER_SAMPLE and PREDICT_NOISE wrappers are given)."""
     return guider.model_options.get("transformer_options", {}).get(key, default)
+
+
+def guider_options(guider) -> dict:
+    """The transformer options of a guider's running sample call. ``CFGGuider.sample`` works
+    on its own copy of the model's options (``create_model_options_clone``), so what an
+    OUTER_SAMPLE wrapper puts here lasts for that sampling run only."""
+    return guider.model_options.setdefault("transformer_options", {})
 
 
 def has_patch(model_patcher, kind: str, function) -> bool:
@@ -169,8 +177,12 @@ def cfg_groups(options: dict, batch: int) -> int:
 
 def frame_layout(batch: int, options: dict) -> FrameLayout:
     """The frames of a batch of ``batch`` items: CFG groups, and each item's absolute frame
-    index under AnimateDiff-Evolved's or core's context windows (0..F-1 otherwise)."""
+    index under AnimateDiff-Evolved's or core's context windows (0..F-1 otherwise). When the
+    options describe a batch that this is not, the layout says so in ``unread``."""
     groups = cfg_groups(options, batch)
+    unread = None
+    if groups != len(options.get("cond_or_uncond") or [0]):
+        unread = f"a batch of {batch} is not {len(options['cond_or_uncond'])} CFG groups of equal size: read as one"
     count = batch // groups
     frames = None
     ad_params = options.get("ad_params")
@@ -179,11 +191,15 @@ def frame_layout(batch: int, options: dict) -> FrameLayout:
         frames = ad_params["sub_idxs"]
     elif window is not None and getattr(window, "index_list", None) is not None:
         frames = window.index_list
-    if frames is None or len(frames) != count:
-        # No window, or one that does not describe this batch (e.g. a stale entry): the batch
-        # is the whole clip.
+    if frames is not None and len(frames) != count:
+        # A context window that does not describe this batch (e.g. a stale entry): the batch
+        # is taken as the whole clip.
+        unread = (f"the context window lists {len(frames)} frames but the batch holds {count}: frames "
+                  f"numbered 0..{count - 1}")
+        frames = None
+    if frames is None:
         frames = range(count)
-    return FrameLayout(groups, tuple(int(f) for f in frames))
+    return FrameLayout(groups, tuple(int(f) for f in frames), unread)
 
 
 def attention_heads(options: dict) -> int:

@@ -11,6 +11,7 @@ to ``latent size x compression_ratio`` (x the VAE's compression when they carry 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 
@@ -71,22 +72,26 @@ def crop_control(control, box, latent_hw: tuple[int, int], memo: dict):
     return new
 
 
-def _crop_spatial(value, box, latent_hw: tuple[int, int], key: str, scale: int):
+def _log_warning(message: str) -> None:
+    log.warning("OCD dual-rate sampling: %s", message)
+
+
+def _crop_spatial(value, box, latent_hw: tuple[int, int], key: str, scale: int, warn: Callable[[str], None]):
     h, w = latent_hw
     if torch.is_tensor(value) and value.ndim >= 2:
         for ratio in (1, scale):
             if tuple(value.shape[-2:]) == (h * ratio, w * ratio):
                 return box.scaled(ratio).crop(value)
-        log.warning("OCD dual-rate sampling: conditioning '%s' of shape %s is not cropped for the "
-                    "foreground branch (its size is neither the latent's nor the image's)",
-                    key, tuple(value.shape))
+        warn(f"conditioning '{key}' of shape {tuple(value.shape)} is not cropped for the foreground branch "
+             "(its size is neither the latent's nor the image's)")
     return value
 
 
-def crop_conditioning(conditioning: list, box, latent_hw: tuple[int, int], memo: dict, scale: int = 8) -> list:
+def crop_conditioning(conditioning: list, box, latent_hw: tuple[int, int], memo: dict, scale: int = 8,
+                      warn: Callable[[str], None] = _log_warning) -> list:
     """CONDITIONING for a crop of the latent: new lists and dicts, ControlNet hints and
     spatial conds cut to ``box``; the user's conditioning is not mutated. ``scale``: image
-    pixels per latent pixel."""
+    pixels per latent pixel; ``warn(message)`` hears what could not be cut to the crop."""
     out = []
     for embedding, options in conditioning:
         options = dict(options)
@@ -94,9 +99,8 @@ def crop_conditioning(conditioning: list, box, latent_hw: tuple[int, int], memo:
             options["control"] = crop_control(options["control"], box, latent_hw, memo)
         for key in SPATIAL_KEYS:
             if key in options:
-                options[key] = _crop_spatial(options[key], box, latent_hw, key, scale)
+                options[key] = _crop_spatial(options[key], box, latent_hw, key, scale, warn)
         if "area" in options:
-            log.warning("OCD dual-rate sampling: an area-restricted conditioning is applied to the "
-                        "foreground crop in crop coordinates")
+            warn("an area-restricted conditioning is applied to the foreground crop in crop coordinates")
         out.append([embedding, options])
     return out

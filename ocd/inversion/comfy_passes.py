@@ -18,16 +18,22 @@ from typing import Callable
 
 import torch
 
-from .. import host
+from .. import comfy_report, host
 from ..attention import comfy_patches
 from ..attention.comfy_patches import set_attention_hook
 from ..attention.fusion import AttentionRecord, CrossAttentionRecord, FusionHook, RecordingHook, recorded_steps
 from ..errors import OCDInputError
 from ..masks import ops
+from ..report import NodeRef, RunReport
 from ..sampling import dual_rate
 from ..sampling.comfy_sampler import DualRateHooks, DualRateResult, DualRateStart, run_dual_rate
 from .record import CROSS_ATTENTION, SELF_ATTENTION, InversionRecord
 from .solvers import SOLVERS, inversion_schedule, k_sampler_function
+
+
+# Report parts of passes run without a node (library use)
+INVERT_NODE = NodeRef("Invert Latents (OCD)")
+EDIT_NODE = NodeRef("Edit From Inversion (OCD)")
 
 
 def generation_sigmas(model, scheduler: str, steps: int, depth: float = 1.0) -> torch.Tensor:
@@ -111,6 +117,7 @@ def invert(
     record_dtype: torch.dtype = torch.float16,
     record_device: str | None = None,
     record_cross_attention: bool = False,
+    report: RunReport | None = None,
 ) -> tuple[torch.Tensor, InversionRecord]:
     """Carry ``latent`` [F, C, H, W] up to the noise level where editing will start.
 
@@ -118,12 +125,16 @@ def invert(
     ``max_record_tokens`` queries for that fraction of the editing steps (FateZero: 0.8), in
     ``record_dtype`` on ``record_device`` (None: the compute device), for ``edit``'s fusion.
     ``record_cross_attention`` keeps the head-averaged cross-attention of those layers at
-    every step, for ``ocd.attention.fusion.cross_attention_mask``.
+    every step, for ``ocd.attention.fusion.cross_attention_mask``. ``report`` (a node's run
+    report) is told what was recorded.
     """
     import comfy.sample
 
+    report = report if report is not None else RunReport()
+    owner = report.owner or INVERT_NODE
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     sigmas = generation_sigmas(model, scheduler, steps, depth)
+    model = comfy_report.attach(model, report)
     extras = {}
     if record_attention > 0:
         attention = AttentionRecord(recorded_steps(steps, record_attention), max_record_tokens, record_dtype,
@@ -135,7 +146,18 @@ def invert(
         model = comfy_patches.record_cross_attention(model, cross)
         extras[CROSS_ATTENTION] = cross
     trajectory = _TrajectoryRecorder(model, callback)
-    inverted = _run(model, latent, inversion_schedule(sigmas), solver, positive, negative, cfg, trajectory)
+    with report.phase("inversion"):
+        inverted = _run(model, latent, inversion_schedule(sigmas), solver, positive, negative, cfg, trajectory)
+    report.note(owner, solver=solver, steps=steps, inversion_depth=depth)
+    if SELF_ATTENTION in extras:
+        attention = extras[SELF_ATTENTION]
+        report.note(owner, attention_record=describe_record(attention, model))
+        if not attention.maps:
+            report.warn(owner, f"recorded no self-attention: no layer attends with at most {max_record_tokens} "
+                        "queries (max_record_tokens); the edit will have nothing to fuse")
+    if CROSS_ATTENTION in extras:
+        cross = extras[CROSS_ATTENTION]
+        report.note(owner, cross_attention_record={"maps": len(cross.maps), "MiB": round(cross.nbytes / 2**20, 2)})
     record = InversionRecord(
         solver=solver,
         generation_sigmas=sigmas,
@@ -148,6 +170,14 @@ def invert(
         image_scale=host.latent_scale(model),
     )
     return inverted, record
+
+
+def describe_record(attention: AttentionRecord, model) -> dict:
+    """The attention record as the run report shows it."""
+    device = attention.device if attention.device is not None else str(host.compute_device())
+    return {"steps": sorted(attention.steps), "layers": len({layer for _, layer in attention.maps}),
+            "maps": sum(len(v) for v in attention.maps.values()), "MiB": round(attention.nbytes / 2**20, 2),
+            "dtype": str(attention.dtype).replace("torch.", ""), "device": str(device)}
 
 
 def _check(record: InversionRecord, latent: torch.Tensor, model) -> None:
@@ -165,12 +195,34 @@ def _blend_mask(record: InversionRecord, mask, input_name: str):
     return mask
 
 
-def _fusion_hook(record: InversionRecord, self_replace: float, blend_mask: torch.Tensor | None) -> FusionHook:
+def _fusion_hook(record: InversionRecord, self_replace: float, blend_mask: torch.Tensor | None,
+                 report: RunReport, owner: NodeRef) -> FusionHook:
+    """The fusion of the first ``self_replace`` of the steps; refuses an edit that would fuse
+    nothing, says what it can fuse only in part."""
     attention = record.extras.get(SELF_ATTENTION)
     if attention is None:
         raise OCDInputError("self_replace", "is above 0 but the inversion recorded no attention: "
                             "set record_attention above 0 on Invert Latents (OCD)")
-    return FusionHook(attention, recorded_steps(record.steps, self_replace), blend_mask)
+    if not attention.maps:
+        raise OCDInputError("self_replace", f"is {self_replace} but the inversion's attention record is empty (no "
+                            f"layer had at most max_record_tokens = {attention.max_tokens} queries): raise "
+                            "max_record_tokens on Invert Latents (OCD), or set self_replace to 0")
+    steps = recorded_steps(record.steps, self_replace)
+    unrecorded = sorted(steps - attention.steps)
+    if unrecorded:
+        report.warn(owner, f"self_replace {self_replace} fuses steps 0..{max(steps)} but the inversion recorded "
+                    f"steps 0..{max(attention.steps) if attention.steps else -1} (record_attention): steps "
+                    f"{unrecorded[0]}..{unrecorded[-1]} use the edit's own attention")
+    if blend_mask is not None:
+        if float(blend_mask.amax()) <= 0.0:
+            report.warn(owner, "the blend mask is empty: every query takes the recorded attention (as without a mask)")
+        elif float(blend_mask.amin()) >= 0.5:
+            report.warn(owner, "the blend mask covers every pixel: every query keeps its own attention, nothing "
+                        "is fused")
+    layers = {layer for _, layer in attention.maps}
+    report.note(owner, self_replace=self_replace, fused_steps_asked=sorted(steps & attention.steps),
+                fused_layers_recorded=len(layers), blend_mask=blend_mask is not None)
+    return FusionHook(attention, steps, blend_mask, owner)
 
 
 def edit(
@@ -184,22 +236,28 @@ def edit(
     noise_mask: torch.Tensor | None = None,
     self_replace: float = 0.0,
     blend_mask: torch.Tensor | None = None,
+    report: RunReport | None = None,
 ) -> tuple[torch.Tensor, FusionHook | None]:
     """Denoise an inverted latent along the record's schedule with the target prompt.
 
     ``self_replace`` > 0 fuses the recorded self-attention into the first fraction of the
     steps; ``blend_mask`` [F, H, W] (the edited object) lets the object's queries keep their
     own attention. Returns the latent and the fusion hook (None without fusion), which
-    lists the (step, layer) pairs it fused.
+    lists the (step, layer) pairs it fused. ``report``: the node's run report.
     """
     _check(record, inverted, model)
+    report = report if report is not None else RunReport()
+    owner = report.owner or EDIT_NODE
     blend_mask = _blend_mask(record, blend_mask, "blend_mask")
+    model = comfy_report.attach(model, report)
+    report.note(owner, self_replace=self_replace)
     hook = None
     if self_replace > 0:
-        hook = _fusion_hook(record, self_replace, blend_mask)
+        hook = _fusion_hook(record, self_replace, blend_mask, report, owner)
         model = set_attention_hook(model, hook)
-    out = _run(model, inverted, record.generation_sigmas, record.solver, positive, negative, cfg, callback,
-               noise_mask)
+    with report.phase("edit"):
+        out = _run(model, inverted, record.generation_sigmas, record.solver, positive, negative, cfg, callback,
+                   noise_mask)
     return out, hook
 
 
@@ -290,6 +348,7 @@ def edit_dual_rate(
     noise_mask: torch.Tensor | None = None,
     reinvert_object: bool = True,
     observer: DualRateHooks | None = None,
+    report: RunReport | None = None,
 ) -> tuple[DualRateResult, FusionHook | None]:
     """``edit`` with Object-Centric Sampling: the object (``mask``) is denoised on a crop with
     every step of the record's schedule, the background with ``background_step_ratio`` times
@@ -306,14 +365,16 @@ def edit_dual_rate(
     Returns ``(DualRateResult, FusionHook | None)``.
     """
     _check(record, inverted, model)
+    report = report if report is not None else RunReport()
+    owner = report.owner or NodeRef("Dual-Rate Edit From Inversion (OCD)")
     negative = _negative_or_empty(negative, cfg)
     mask = _blend_mask(record, mask, "mask")
-    fusion = _fusion_hook(record, self_replace, mask) if self_replace > 0 else None
+    fusion = _fusion_hook(record, self_replace, mask, report, owner) if self_replace > 0 else None
     reinversion = CropReinversion(record) if reinvert_object else None
     start = DualRateStart(inverted, torch.zeros_like(inverted, device="cpu"), record.generation_sigmas,
                           ocd_sampler(record.solver), record.solver)
     result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, noise_mask,
-                           _DualRateEdit(fusion, reinversion, observer))
+                           _DualRateEdit(fusion, reinversion, observer), report)
     return result, fusion
 
 

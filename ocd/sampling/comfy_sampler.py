@@ -31,16 +31,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import host
+from .. import comfy_report, host
 from ..attention.comfy_patches import number_steps_by, restrict_to_crop
 from ..errors import OCDInputError
 from ..masks import grid
+from ..report import NodeRef, RunReport
 from . import dual_rate
 from .dual_rate import CropBox, DualRatePlan, DualRateSettings
 
 log = logging.getLogger("ocd.sampling")
 
 PROGRESS_WRAPPER_KEY = "ocd_dual_rate_progress"
+DUAL_RATE_NODE = NodeRef("Dual-Rate KSampler (OCD)")  # the report's part without a node (library use)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class DualRateResult:
     plan: DualRatePlan
     evaluations: int = 0  # counted, all phases
     phase_evaluations: dict = field(default_factory=dict)
+    report: RunReport | None = None
 
     @property
     def mode(self) -> str:
@@ -163,6 +166,7 @@ class _Run:
     noise_mask: torch.Tensor | None
     hooks: DualRateHooks
     counter: _EvaluationCounter
+    report: RunReport
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -180,10 +184,11 @@ class _Run:
         def callback(i, denoised, x, total):
             hooks.stepped(phase, step_indices[i], float(sigmas[i]), x)
 
-        return comfy.sample.sample_custom(
-            model, noise, self.cfg, self.start.sampler, sigmas.to(model.load_device),
-            self.positive if positive is None else positive, self.negative if negative is None else negative,
-            latent_image, noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=self.start.seed)
+        with self.report.phase(phase):
+            return comfy.sample.sample_custom(
+                model, noise, self.cfg, self.start.sampler, sigmas.to(model.load_device),
+                self.positive if positive is None else positive, self.negative if negative is None else negative,
+                latent_image, noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=self.start.seed)
 
 
 def _background_phase(run: _Run) -> torch.Tensor:
@@ -212,21 +217,28 @@ def _foreground_phase(run: _Run) -> torch.Tensor:
         return box.crop(grid.coverage(mask, mask.shape[0], height, width))
 
     crop_model = restrict_to_crop(run.model, crop_mask)
-    start = None
     extra = run.hooks.foreground_start_evaluations(run.start.sigmas)
     if extra:
-        # counted like a phase (progress bar, interrupt point)
+        # counted like a phase (progress bar, interrupt point, run report)
         run.counter.total += extra
         run.counter.phase = "foreground_start"
-    start = run.hooks.foreground_start(box, crop_model)
+        with run.report.phase("foreground_start"):
+            start = run.hooks.foreground_start(box, crop_model)
+    else:
+        start = run.hooks.foreground_start(box, crop_model)
     if start is None:
         start = box.crop(run.start.latent_image)
     memo: dict = {}
     scale = host.latent_scale(run.model)
+    owner = run.report.owner or DUAL_RATE_NODE
+
+    def warn(message: str) -> None:
+        run.report.warn(owner, message)
+
     z_fg = run.sample("foreground", crop_model, list(range(schedule.blend_index + 1)), box.crop(run.start.noise),
                       start, schedule.foreground, crop_noise_mask,
-                      host.crop_conditioning(run.positive, box, run.latent_hw, memo, scale),
-                      host.crop_conditioning(run.negative, box, run.latent_hw, memo, scale))
+                      host.crop_conditioning(run.positive, box, run.latent_hw, memo, scale, warn),
+                      host.crop_conditioning(run.negative, box, run.latent_hw, memo, scale, warn))
     return run.hooks.foreground_finish(box, z_fg, schedule.blend_index)
 
 
@@ -254,11 +266,31 @@ def _joint_phase(run: _Run, z: torch.Tensor) -> torch.Tensor:
                       schedule.joint, run.noise_mask)
 
 
+def _report_plan(report: RunReport, plan: DualRatePlan, height: int, width: int) -> None:
+    owner = report.owner or DUAL_RATE_NODE
+    s = plan.schedule
+    facts = {"mode": plan.mode, "latent": [height, width]}
+    if plan.mode == "dual":
+        facts.update(crop=[plan.box.height, plan.box.width], foreground_steps=s.foreground_steps,
+                     background_steps=s.background_steps, joint_steps=s.joint_steps)
+    elif plan.mode == "background_only":
+        facts.update(background_steps=s.background_steps, joint_steps=s.joint_steps)
+    facts["predicted_evaluations"] = {p.name: p.evaluations for p in plan.prediction.phases}
+    if plan.prediction.speedup is not None:
+        facts["predicted_speedup"] = round(plan.prediction.speedup, 3)
+    report.note(owner, dual_rate=facts)
+    if plan.mode == "background_only" or plan.box is not None and plan.box.covers(height, width):
+        report.warn(owner, f"not object-centric in this run: {plan.reason}"
+                    + (" (a smaller object, a lower crop_padding or a larger frame gives a crop)"
+                       if plan.mode == "ordinary" else " (connect the object's mask)"))
+
+
 def run_dual_rate(model, start: DualRateStart, cfg: float, positive, negative, mask,
                   settings: DualRateSettings, noise_mask: torch.Tensor | None = None,
-                  hooks: DualRateHooks | None = None) -> DualRateResult:
+                  hooks: DualRateHooks | None = None, report: RunReport | None = None) -> DualRateResult:
     """Plan and run dual-rate sampling from ``start`` with the object ``mask``; returns the
-    samples and what was done. The input model is cloned, never mutated."""
+    samples and what was done (``result.report``: the run report, ``report`` when given). The
+    input model is cloned, never mutated."""
     latent_image = start.latent_image
     if latent_image.ndim != 4:
         raise OCDInputError("latent_image", f"has shape {tuple(latent_image.shape)}; OCD dual-rate "
@@ -266,6 +298,8 @@ def run_dual_rate(model, start: DualRateStart, cfg: float, positive, negative, m
     frames, _, height, width = latent_image.shape
     plan = dual_rate.plan_dual_rate(start.sigmas, mask, frames, height, width, settings,
                                     host.downsampling(model), start.sampler_name)
+    report = report if report is not None else RunReport()
+    _report_plan(report, plan, height, width)
     if plan.mode == "background_only":
         log.warning("OCD dual-rate sampling: the mask is empty; running the background schedule "
                     "(%d steps) over the whole frame, then %d joint steps",
@@ -276,10 +310,10 @@ def run_dual_rate(model, start: DualRateStart, cfg: float, positive, negative, m
     import comfy.patcher_extension
 
     counter = _EvaluationCounter(plan.prediction.evaluations or max(1, len(start.sigmas) - 1))
-    work = number_steps_by(model, start.sigmas)
+    work = comfy_report.attach(number_steps_by(model, start.sigmas), report)
     work.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, PROGRESS_WRAPPER_KEY,
                               counter.wrapper)
-    run = _Run(work, start, plan, positive, negative, cfg, noise_mask, hooks or DualRateHooks(), counter)
+    run = _Run(work, start, plan, positive, negative, cfg, noise_mask, hooks or DualRateHooks(), counter, report)
 
     if plan.mode == "ordinary":
         samples = run.sample("full", work, list(range(len(start.sigmas))), start.noise, latent_image,
@@ -294,7 +328,7 @@ def run_dual_rate(model, start: DualRateStart, cfg: float, positive, negative, m
             z = z_bg
         samples = _joint_phase(run, z)
     samples = samples.to(host.intermediate_device())
-    result = DualRateResult({"samples": samples}, plan, counter.count, dict(counter.per_phase))
+    result = DualRateResult({"samples": samples}, plan, counter.count, dict(counter.per_phase), report)
     log.info(result.summary())
     return result
 
@@ -302,7 +336,7 @@ def run_dual_rate(model, start: DualRateStart, cfg: float, positive, negative, m
 def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                      positive, negative, latent: dict, denoise: float, mask,
                      settings: DualRateSettings = DualRateSettings(),
-                     hooks: DualRateHooks | None = None) -> DualRateResult:
+                     hooks: DualRateHooks | None = None, report: RunReport | None = None) -> DualRateResult:
     """OCD dual-rate sampling with core KSampler's inputs plus the object ``mask``: the same
     schedule and seeded noise as KSampler. Returns a copy of ``latent`` with new samples."""
     import comfy.sample
@@ -316,7 +350,8 @@ def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str
     sigmas = host.ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
     start = DualRateStart(latent_image, noise, sigmas, comfy.samplers.sampler_object(sampler_name), sampler_name,
                           seed)
-    result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, latent.get("noise_mask"), hooks)
+    result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, latent.get("noise_mask"), hooks,
+                           report)
     out = latent.copy()
     out["samples"] = result.latent["samples"]
     result.latent = out

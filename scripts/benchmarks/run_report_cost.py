@@ -31,12 +31,9 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/BENCHMARKS.md")
     args = p.parse_args()
 
-    from tests.support.comfy_host import init_comfy
+    from scripts.benchmarks.dual_rate_sampling import init_host
 
-    from comfy.cli_args import args as comfy_args
-
-    comfy_args.cpu = args.device == "cpu"
-    init_comfy()
+    init_host(args.device)  # the CPU forced only for --device cpu
     import torch
 
     from ocd import host
@@ -88,7 +85,7 @@ def main() -> None:
     body = (f"## Run report: cost per UNet call ({args.device}, {args.frames} x {args.size}x{args.size})\n\n"
             f"- command: `{command_line()}`\n- machine: {machine_description(args.device)}\n- date: {today()}\n"
             f"- SD1.5 UNet architecture, random weights, {dtype}; cross-frame attention `full` + token merging 0.5 "
-            f"with a 25% object mask ({merged_layers} merged layer entries counted per call); median of "
+            f"with a 25% object mask (every call counts {merged_layers} merged layers, queries and key/value pools, object vs background); median of "
             f"{args.pairs} calls each, alternating with / without.\n\n{table}\n")
     print(body)
     if not args.no_write:

@@ -241,7 +241,8 @@ class RunReport(SharedAcrossClones):
                 lines.append(f"fused {len(self.fused)} (step, layer) pairs over steps {steps[0]}..{steps[-1]}")
         if s is not None:
             for key, value in s.facts.items():
-                lines.append(f"{key}: {_format(value)}")
+                if key != "feature":  # which feature a part is: data for tests, not for the user
+                    lines.append(f"{key}: {_format(value)}")
             for title, table in (("merged", s.merges), ("kv pool", s.pools)):
                 for layer, m in table.items():
                     d = m.as_dict()
@@ -269,8 +270,14 @@ class RunReport(SharedAcrossClones):
 
 
 def _format(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_format(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return "x".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else str(list(value))
+        if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return "x".join(map(str, value)) if len(value) == 2 else ", ".join(map(str, value))  # sizes: 8x8
+        return ", ".join(_format(v) for v in value)
     return str(value)

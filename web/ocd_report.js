@@ -9,6 +9,7 @@ import { api } from "../../scripts/api.js";
 const WIDGET = "ocd_run_report";
 const MAX_LINES = 14;
 const LINE_PX = 14;
+const CHAR_PX = 6.7; // width of one character of the 11 px monospace font
 
 function showReport(node, text) {
   if (!node || !text) return;
@@ -28,20 +29,33 @@ function showReport(node, text) {
       boxSizing: "border-box",
       width: "100%",
     });
-    widget = node.addDOMWidget(WIDGET, "ocd_report", element, { serialize: false, hideOnZoom: false });
+    // as tall as the text wrapped to the node's width (capped; it scrolls beyond), never
+    // wider than the node already is
+    const height = () => {
+      const perLine = Math.max(20, Math.floor(((element.clientWidth || node.size[0] - 20) - 8) / CHAR_PX));
+      const lines = (element.textContent || "").split("\n")
+        .reduce((sum, line) => sum + Math.max(1, Math.ceil(line.length / perLine)), 0);
+      return Math.min(MAX_LINES, lines) * LINE_PX + 10;
+    };
+    widget = node.addDOMWidget(WIDGET, "ocd_report", element, {
+      serialize: false,
+      hideOnZoom: false,
+      getMinHeight: height,
+      getHeight: height,
+    });
     widget.serialize = false;
     widget.element = element;
-    // as tall as the text (capped), never wider than the node already is
-    widget.computeSize = function (width) {
-      const lines = Math.min(MAX_LINES, (this.element.textContent || "").split("\n").length);
-      return [width, lines * LINE_PX + 10];
-    };
+    widget.computeSize = (width) => [width, height()];
   }
   widget.element.textContent = text;
   widget.element.title = text;
-  const width = node.size[0];
-  node.setSize([width, node.computeSize([width, node.size[1]])[1]]);
-  node.setDirtyCanvas?.(true, true);
+  // once the frontend has laid the widget out: tall enough for the text, the width kept
+  requestAnimationFrame(() => {
+    const width = node.size[0];
+    node.setSize([width, Math.max(node.size[1], node.computeSize([width, node.size[1]])[1])]);
+    node.size[0] = width;
+    node.setDirtyCanvas?.(true, true);
+  });
 }
 
 app.registerExtension({

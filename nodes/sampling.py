@@ -1,16 +1,19 @@
-"""Object-centric sampling node: a KSampler that spends its steps on the masked object.
+"""Sampling nodes: a KSampler that spends its steps on the masked object, and Clockwork
+feature reuse across sampling steps.
 
-Thin wrapper over ocd.sampling.comfy_sampler (ComfyUI glue) and ocd.sampling.dual_rate
-(the plan: crop, blend weights, schedule split, cost prediction).
+Thin wrappers over ocd.sampling.comfy_sampler and ocd.sampling.comfy_feature_reuse (ComfyUI
+glue), ocd.sampling.dual_rate (the plan) and ocd.sampling.feature_reuse (the schedule).
 """
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from ..ocd import host
+from ..ocd.sampling.comfy_feature_reuse import apply_feature_reuse
 from ..ocd.sampling.comfy_sampler import sample_dual_rate
 from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
-from ._report import new_report, publish
+from ..ocd.sampling.feature_reuse import FeatureReuseSettings
+from ._report import new_report, node_ref, publish
 
 
 def dual_rate_inputs() -> list:
@@ -89,4 +92,45 @@ class DualRateKSampler(io.ComfyNode):
         return io.NodeOutput(result.latent, ui=publish(report))
 
 
-NODES = [DualRateKSampler]
+class FeatureReuse(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_FeatureReuse",
+            display_name="Feature Reuse (OCD)",
+            category="OCD/sampling",
+            description="Clockwork Diffusion, training-free: the UNet's low-resolution features change slowly "
+            "from step to step, so the whole UNet runs only every clock-th sampling step; in between only "
+            "its highest-resolution levels run and the low-resolution features of the last full step stand "
+            "in for the rest. Works with any sampler, the pack's attention and dual-rate nodes, ControlNet "
+            "and context windows. Returns a patched copy of the model.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to patch (not changed; a patched copy is returned)."),
+                io.Int.Input("clock", default=2, min=1, max=64,
+                             tooltip="A full UNet every this many sampling steps (1 = every step: no reuse). "
+                             "Higher is faster and further from the unpatched result."),
+                io.Int.Input("recomputed_levels", default=1, min=1, max=3,
+                             tooltip="How many of the UNet's highest-resolution levels run on every step "
+                             "(1 = Clockwork: the most saving; SD1.5 has 4 levels, SDXL 3)."),
+                io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Reuse only from this fraction of the schedule on (the first step "
+                               "always runs fully)."),
+                io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Reuse only before this fraction of the schedule (the last step always "
+                               "runs fully)."),
+                io.Boolean.Input("during_inversion", default=False,
+                                 tooltip="Also reuse while inverting (Invert Latents). Off: an inversion "
+                                 "accumulates every error it makes, so it runs fully."),
+            ],
+            outputs=[io.Model.Output(tooltip="The patched copy of the model.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, clock, recomputed_levels, start, end, during_inversion) -> io.NodeOutput:
+        settings = FeatureReuseSettings(int(clock), int(recomputed_levels), float(start), float(end),
+                                        bool(during_inversion), node_ref(cls))
+        return io.NodeOutput(apply_feature_reuse(model, settings))
+
+
+NODES = [DualRateKSampler, FeatureReuse]

@@ -39,7 +39,7 @@ def _count_evaluation(executor, x, timestep, *args, **kwargs):
 def register_patches(report: RunReport, options: dict) -> None:
     """Give every pack patch in the run's options its part of the report, so a patch that
     never acts in the run (no layer it may merge) is still seen, and says why."""
-    for key in (host.CROSS_FRAME_KEY, host.TOKEN_MERGE_KEY):
+    for key in (host.CROSS_FRAME_KEY, host.TOKEN_MERGE_KEY, host.FEATURE_REUSE_KEY):
         settings = options.get(key)
         node = getattr(settings, "node", None)
         if node is not None and node.key not in report.sections:

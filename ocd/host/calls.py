@@ -31,6 +31,8 @@ TOKEN_MERGE_KEY = "ocd_token_merge"  # TokenMergeSettings
 ATTENTION_HOOK_KEY = "ocd_attention_hook"  # hook(attend, q, k, v, call), see comfy_patches
 STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it runs it in pieces
 RUN_REPORT_KEY = "ocd_run_report"  # the running sampling run's RunReport (ocd/report.py)
+FEATURE_REUSE_KEY = "ocd_feature_reuse"  # FeatureReuseSettings
+FEATURE_CACHE_KEY = "ocd_feature_cache"  # the running sampling run's kept features (per run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,3 +210,48 @@ def attention_heads(options: dict) -> int:
 
 def attention_precision(options: dict):
     return options.get("attn_precision")
+
+
+def batch_identity(batch_shape, options: dict) -> tuple:
+    """What tells apart two model calls of one sampling run that must not share state: the
+    batch shape (a crop has its own), the CFG groups the batch holds, in order (cond and
+    uncond may run in one call or in two), and the absolute frames (context windows)."""
+    layout = frame_layout(int(batch_shape[0]), options)
+    return tuple(batch_shape), tuple(options.get("cond_or_uncond") or ()), layout.frames
+
+
+# ---------------------------------------------------------------------------------------------
+# A sampling run as an OUTER_SAMPLE wrapper receives it
+# ---------------------------------------------------------------------------------------------
+# CFGGuider.outer_sample(noise, latent_image, sampler, sigmas, denoise_mask, callback,
+# disable_pbar, seed, latent_shapes=...) (comfy/samplers.py, 0.3.75)
+
+_OUTER_SAMPLE_ARGS = ("noise", "latent_image", "sampler", "sigmas", "denoise_mask", "callback")
+
+
+def _outer_sample_arg(args: tuple, kwargs: dict, name: str):
+    index = _OUTER_SAMPLE_ARGS.index(name)
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def run_sigmas(args: tuple, kwargs: dict):
+    """The schedule of the sampling run (descending for generation, ascending for inversion)."""
+    return _outer_sample_arg(args, kwargs, "sigmas")
+
+
+def with_step_callback(args: tuple, kwargs: dict, on_step) -> tuple[tuple, dict]:
+    """The run's arguments with its sampler callback also calling ``on_step(i)`` after each
+    sampling step i (samplers call it once per step, whatever they evaluate in between)."""
+    index = _OUTER_SAMPLE_ARGS.index("callback")
+    original = _outer_sample_arg(args, kwargs, "callback")
+
+    def callback(i, *rest):
+        on_step(i)
+        if original is not None:
+            return original(i, *rest)
+
+    if len(args) > index:
+        args = args[:index] + (callback,) + args[index + 1:]
+    else:
+        kwargs = dict(kwargs, callback=callback)
+    return args, kwargs

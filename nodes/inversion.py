@@ -5,6 +5,7 @@ ocd.inversion.record.
 """
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from ..ocd import host
@@ -15,6 +16,8 @@ from ..ocd.inversion.record import CROSS_ATTENTION, ensure_record
 from ..ocd.inversion.solvers import SOLVERS
 from ._report import new_report, publish
 from .sampling import dual_rate_inputs, dual_rate_settings
+
+RECORD_PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
 
 # The socket type of an inversion record (ocd.inversion.record.InversionRecord).
 InversionRecordType = io.Custom("OCD_INVERSION")
@@ -86,10 +89,15 @@ class InvertLatents(io.ComfyNode):
                 io.Boolean.Input(
                     "offload_record", default=False,
                     tooltip="Keep the attention record in CPU RAM instead of on the GPU (slower, for "
-                    "long clips). It is always half precision.",
+                    "long clips). Its precision: record_precision.",
                 ),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt; only needed when cfg is not 1."),
+                io.Combo.Input(
+                    "record_precision", options=list(RECORD_PRECISIONS), default="float16", optional=True,
+                    tooltip="Precision of the attention record: float16 (half the memory, what Optimized-FateZero "
+                    "and OCD use) or float32 (FateZero's vanilla record).",
+                ),
             ],
             outputs=[
                 io.Latent.Output(display_name="inverted_latent", tooltip="The latent at the starting noise level of the edit."),
@@ -101,7 +109,8 @@ class InvertLatents(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, positive, solver, steps, scheduler, cfg, inversion_depth,
-                record_attention, max_record_tokens, record_cross_attention, offload_record, negative=None):
+                record_attention, max_record_tokens, record_cross_attention, offload_record, negative=None,
+                record_precision="float16"):
         samples = latent["samples"]
         report = new_report(cls)
         inverted, record = comfy_passes.invert(
@@ -109,7 +118,7 @@ class InvertLatents(io.ComfyNode):
             cfg=cfg, depth=inversion_depth, callback=host.sampler_progress(model, steps),
             record_attention=record_attention, max_record_tokens=max_record_tokens,
             record_device="cpu" if offload_record else None, record_cross_attention=record_cross_attention,
-            report=report,
+            record_dtype=RECORD_PRECISIONS[record_precision], report=report,
         )
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         out["samples"] = inverted

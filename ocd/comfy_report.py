@@ -55,10 +55,12 @@ def _run_report(executor, *args, **kwargs):
     report = options.get(host.RUN_REPORT_KEY)
     if report is not None:  # a sampler node of the pack owns the run and publishes it
         register_patches(report, options)
+        report.controlnet |= host.guider_has_controlnet(guider)
         return executor(*args, **kwargs)
     report = RunReport()
     options[host.RUN_REPORT_KEY] = report
     register_patches(report, options)
+    report.controlnet = host.guider_has_controlnet(guider)
     try:
         with report.phase("sampling"):
             return executor(*args, **kwargs)

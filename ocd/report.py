@@ -117,6 +117,7 @@ class RunReport(SharedAcrossClones):
         self.phase_name = "sampling"
         self.started = time.perf_counter()
         self.fused: set[tuple[int, tuple]] = set()
+        self.controlnet = False  # a ControlNet (or T2I adapter) in the run's conditioning
         self._weights: dict[tuple, torch.Tensor] = {}
         if owner is not None:
             self.section(owner)
@@ -206,6 +207,7 @@ class RunReport(SharedAcrossClones):
             "owner": None if self.owner is None else self.owner.key,
             "seconds": time.perf_counter() - self.started,
             "unet_evaluations": self.evaluations,
+            "controlnet": self.controlnet,
             "phases": {name: dict(vars(p)) for name, p in self.phases.items()},
             "fused_pairs": sorted([step, layer_name(layer)] for step, layer in self.fused),
             "nodes": {
@@ -234,6 +236,8 @@ class RunReport(SharedAcrossClones):
         """The lines shown on ``node`` after the run."""
         s = self.sections.get(node.key)
         lines = []
+        if self.controlnet:
+            lines.append("controlnet: yes")
         if self.owner is None or node.key == self.owner.key:
             lines += self._phase_lines()
             if self.fused:

@@ -1,166 +1,417 @@
 """Writes example_workflows/*.json (ComfyUI's UI format) from the compact specs below.
 
 Keeping the workflows as code makes links, slots and widget orders consistent; the e2e tests
-run every workflow through a real server (tests/support/workflow.py converts them).
+run every workflow through a real server (tests/support/workflow.py converts them) and check
+what each is for from the nodes' run reports.
+
+Each template is a readable graph: the stages are groups laid out left to right (a column
+each), the nodes a user edits first have titles ("Source prompt", "Object mask", ...), a Note
+says what the workflow does, what to change first and what it costs, and the saved view
+shows the whole graph in a 1600x900 window right of the sidebar.
 
     python scripts/make_example_workflows.py
 """
+from __future__ import annotations
+
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "example_workflows"
 
-def build(nodes, links):
-    """nodes: (id, type, pos, widgets_values, inputs [(name, type, is_widget)], outputs [(name, type)]);
-    links: (source id, source slot, target id, target input name)."""
+# layout (graph units)
+COLUMN_PITCH = 370
+NODE_WIDTH = 320
+GAP = 50  # the frontend draws a node's title bar (30) above its position
+GROUP_PAD = 20
+GROUP_TITLE = 70  # the group's title, then the first node's title bar (30)
+TOP = 40
+# the window the saved view must fit: 1600x900, minus the frontend's sidebar and top bar; the
+# frontend draws no text below a scale of 0.6, so the columns are laid out to stay above it
+VIEW_W, VIEW_H, SIDEBAR, TOPBAR, MARGIN = 1600, 900, 70, 125, 10  # top: tabs and the workflow name
+
+
+@dataclass
+class N:
+    """A node: id, type, widget values (in input order), socket inputs [(name, type)],
+    outputs [(name, type)], optional title, extra height (previews)."""
+
+    id: int
+    type: str
+    widgets: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    title: str | None = None
+    extra_height: int = 0
+    widget_inputs: list = field(default_factory=list)  # widgets that are linked (converted to inputs)
+
+    def height(self) -> int:
+        rows = len(self.widgets) + max(len(self.inputs) + len(self.widget_inputs), len(self.outputs))
+        return 46 + 24 * rows + self.extra_height
+
+
+@dataclass
+class G:
+    """A group (a stage): title, colour and its nodes, stacked in one column."""
+
+    title: str
+    color: str
+    nodes: list
+
+
+COLORS = {"load": "#3f789e", "prompt": "#8A8", "mask": "#a1309b", "patch": "#b58b2a", "run": "#88A", "save": "#444"}
+
+
+def build(groups: list[list[G]], links: list, note: str) -> dict:
+    """groups: columns of stage groups (top to bottom in a column); links: (source id, source
+    slot, target id, target input name); note: the workflow's Note text."""
+    node_objs, group_objs = {}, []
+
+    def column_height(column) -> int:
+        return sum(GROUP_TITLE + sum(n.height() + GAP for n in g.nodes) + GAP for g in column)
+
+    # the Note spans two columns, on top of the pair it makes the least tall (a graph as
+    # low as it can be shows at the largest scale)
+    note_width = 2 * NODE_WIDTH + (COLUMN_PITCH - NODE_WIDTH)
+    note_height = 40 + 17 * sum(1 + len(line) // 84 for line in note.split("\n"))
+    about_height = GROUP_TITLE + note_height + 2 * GAP
+    heights = [column_height(c) for c in groups]
+    pair = min(range(max(1, len(groups) - 1)), key=lambda i: max(heights[i:i + 2]))
+    note_x = 40 + pair * COLUMN_PITCH
+    node_objs[0] = {"id": 0, "type": "Note", "pos": [note_x, TOP + GROUP_TITLE], "size": [note_width, note_height],
+                    "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {"text": ""},
+                    "widgets_values": [note], "color": "#432", "bgcolor": "#653"}
+    group_objs.append({"title": "About this workflow", "color": "#432", "font_size": 22,
+                       "bounding": [note_x - GROUP_PAD, TOP, note_width + 2 * GROUP_PAD,
+                                    GROUP_TITLE + note_height + GROUP_PAD]})
+    order = 1
+    for col, column in enumerate(groups):
+        x, y = 40 + col * COLUMN_PITCH, TOP + (about_height if col in (pair, pair + 1) else 0)
+        for group in column:
+            top = y
+            y += GROUP_TITLE
+            for n in group.nodes:
+                height = n.height()
+                obj = {
+                    "id": n.id, "type": n.type, "pos": [x, y], "size": [NODE_WIDTH, height],
+                    "flags": {}, "order": order, "mode": 0,
+                    "inputs": [dict(name=name, type=t, link=None) for name, t in n.inputs]
+                    + [dict(name=name, type=t, link=None, widget={"name": name}) for name, t in n.widget_inputs],
+                    "outputs": [{"name": name, "type": t, "links": [], "slot_index": k}
+                                for k, (name, t) in enumerate(n.outputs)],
+                    "properties": {"Node name for S&R": n.type},
+                    "widgets_values": n.widgets,
+                }
+                if n.title:
+                    obj["title"] = n.title
+                node_objs[n.id] = obj
+                order += 1
+                y += height + GAP
+            group_objs.append({"title": group.title, "color": group.color, "font_size": 22,
+                               "bounding": [x - GROUP_PAD, top, NODE_WIDTH + 2 * GROUP_PAD, y - top - GAP + GROUP_PAD]})
+            y += GAP
     link_rows = []
-    node_objs = {}
-    for i, (nid, typ, pos, widgets, inputs, outputs) in enumerate(nodes):
-        node_objs[nid] = {
-            "id": nid, "type": typ, "pos": pos, "size": [320, 80 + 26 * (len(widgets) + max(len(inputs), len(outputs)))],
-            "flags": {}, "order": i, "mode": 0,
-            "inputs": [dict(name=n, type=t, link=None, **({"widget": {"name": n}} if w else {})) for n, t, w in inputs],
-            "outputs": [{"name": n, "type": t, "links": [], "slot_index": k} for k, (n, t) in enumerate(outputs)],
-            "properties": {"Node name for S&R": typ},
-            "widgets_values": widgets,
-        }
     for lid, (src, sslot, dst, dname) in enumerate(links, start=1):
         s, d = node_objs[src], node_objs[dst]
         dslot = next(k for k, inp in enumerate(d["inputs"]) if inp["name"] == dname)
-        typ = s["outputs"][sslot]["type"]
         d["inputs"][dslot]["link"] = lid
         s["outputs"][sslot]["links"].append(lid)
-        link_rows.append([lid, src, sslot, dst, dslot, typ])
+        link_rows.append([lid, src, sslot, dst, dslot, s["outputs"][sslot]["type"]])
+    # the view: everything inside the window, right of the sidebar and below the top bar
+    x0 = min(g["bounding"][0] for g in group_objs)
+    y0 = min(g["bounding"][1] for g in group_objs)
+    x1 = max(g["bounding"][0] + g["bounding"][2] for g in group_objs)
+    y1 = max(g["bounding"][1] + g["bounding"][3] for g in group_objs)
+    scale = min(1.0, (VIEW_W - SIDEBAR - 2 * MARGIN) / (x1 - x0), (VIEW_H - TOPBAR - 2 * MARGIN) / (y1 - y0))
+    scale = int(scale * 1000) / 1000
+    offset = [round((SIDEBAR + MARGIN) / scale - x0, 1), round((TOPBAR + MARGIN) / scale - y0, 1)]
     return {
         "last_node_id": max(node_objs), "last_link_id": len(link_rows),
-        "nodes": list(node_objs.values()), "links": link_rows, "groups": [], "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        "nodes": list(node_objs.values()), "links": link_rows, "groups": group_objs, "config": {},
+        "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes used by several templates
+# ---------------------------------------------------------------------------------------------
 
 LOAD_OUT = [("IMAGE", "IMAGE"), ("frame_count", "INT"), ("video_info", "VHS_VIDEOINFO")]
 INFO_OUT = [("fps", "FLOAT"), ("frame_count", "INT"), ("duration", "FLOAT"), ("width", "INT"), ("height", "INT")]
+MERGE_OUT = [("MODEL", "MODEL"), ("merge_record", "OCD_MERGE_RECORD")]
+INVERT_OUT = [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]
+EDIT_IN = [("model", "MODEL"), ("inversion", "OCD_INVERSION"), ("inverted_latent", "LATENT"),
+           ("positive", "CONDITIONING"), ("negative", "CONDITIONING")]
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+CONTROLNET = "control_v11p_sd15_canny.pth"
+SOURCE = "a man riding a bicycle on a street"
+TARGET = "a robot riding a bicycle on a street"
+NEGATIVE = "blurry, low quality, watermark"
+
+
+def checkpoint(nid=4):
+    return N(nid, "CheckpointLoaderSimple", [CHECKPOINT], [], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             title="Checkpoint (SD1.5)")
+
+
+def text(nid, prompt, title):
+    return N(nid, "CLIPTextEncode", [prompt], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], title=title,
+             extra_height=60)
+
+
+def load_video(nid=1, frames=8):
+    return N(nid, "OCD_LoadVideo", ["bikes.mp4", frames, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT, title="Source clip",
+             extra_height=170)
+
+
+def encode(nid=7):
+    return N(nid, "VAEEncode", [], [("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")])
+
+
+def saliency(nid=17):
+    return N(nid, "OCD_AutoSaliency", [0.7, "flow", -1.0, 5, 256], [("images", "IMAGE")],
+             [("mask", "MASK"), ("saliency", "MASK")], title="Object mask")
+
+
+def cross_frame(nid, mode):
+    return N(nid, "OCD_CrossFrameAttention", [mode, 2], [("model", "MODEL")], [("MODEL", "MODEL")])
+
+
+def token_merge(nid, pairing, protection, mask: bool, record: bool, title):
+    inputs = [("model", "MODEL")] + ([("mask", "MASK")] if mask else []) \
+        + ([("merge_record", "OCD_MERGE_RECORD")] if record else [])
+    return N(nid, "OCD_TokenMerge", [0.5, 2, 2, "1", "input,middle,output", protection, 0, "fixed", pairing, False],
+             inputs, MERGE_OUT, title=title)
+
+
+def invert(nid, solver, steps, offload, precision, cross_attention):
+    return N(nid, "OCD_InvertLatents",
+             [solver, steps, "normal", 1.0, 1.0, 0.8, 1024, cross_attention, offload, precision],
+             [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")], INVERT_OUT,
+             title="Invert (source prompt)")
+
+
+def decode_and_save(prefix, decode_id=9, info_id=2, save_id=3):
+    return [
+        N(decode_id, "VAEDecode", [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+        N(info_id, "OCD_VideoInfo", ["loaded"], [("video_info", "VHS_VIDEOINFO")], INFO_OUT),
+        N(save_id, "OCD_SaveVideo", [8.0, prefix, "mp4", 19, True], [("images", "IMAGE")], [("filename", "STRING")],
+          title="Edited clip", widget_inputs=[("frame_rate", "FLOAT")], extra_height=170),
+    ]
+
+
+def save_links(samples_from, decode_id=9, info_id=2, save_id=3, vae_from=(4, 2), load_id=1):
+    return [(samples_from, 0, decode_id, "samples"), (*vae_from, decode_id, "vae"), (load_id, 2, info_id, "video_info"),
+            (decode_id, 0, save_id, "images"), (info_id, 0, save_id, "frame_rate")]
+
+
+PROMPT_LINKS = [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip")]
+
+
+def prompts(source=True):
+    nodes = [text(5, SOURCE, "Source prompt")] if source else []
+    return nodes + [text(6, TARGET, "Target prompt"), text(10, NEGATIVE, "Negative prompt")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The templates
+# ---------------------------------------------------------------------------------------------
 
 roundtrip = build(
-    [
-        (1, "OCD_LoadVideo", [40, 120], ["bikes.mp4", 16, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
-        (2, "OCD_VideoInfo", [420, 380], ["loaded"], [("video_info", "VHS_VIDEOINFO", False)], INFO_OUT),
-        (3, "OCD_SaveVideo", [780, 120], [8.0, "OCD/video", "mp4", 19, True],
-         [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
-    ],
+    [[G("Load", COLORS["load"], [load_video(1, 16)])],
+     [G("Save", COLORS["save"], [N(2, "OCD_VideoInfo", ["loaded"], [("video_info", "VHS_VIDEOINFO")], INFO_OUT),
+                                N(3, "OCD_SaveVideo", [8.0, "OCD/video", "mp4", 19, True], [("images", "IMAGE")],
+                                  [("filename", "STRING")], widget_inputs=[("frame_rate", "FLOAT")], extra_height=170)])]],
     [(1, 0, 3, "images"), (1, 2, 2, "video_info"), (2, 0, 3, "frame_rate")],
+    "Loads a clip from the input folder and saves it again as mp4 at the loaded frame rate.\n"
+    "Change first: the video, frame_load_cap and the size on Source clip.\nCost: decoding and encoding only.",
 )
+
 img2img = build(
-    [
-        (4, "CheckpointLoaderSimple", [40, 40], ["v1-5-pruned-emaonly.safetensors"], [],
-         [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
-        (5, "CLIPTextEncode", [420, 40], ["a watercolor painting of people riding bicycles"], [("clip", "CLIP", False)],
-         [("CONDITIONING", "CONDITIONING")]),
-        (6, "CLIPTextEncode", [420, 260], ["blurry, low quality, watermark"], [("clip", "CLIP", False)],
-         [("CONDITIONING", "CONDITIONING")]),
-        (1, "OCD_LoadVideo", [40, 300], ["bikes.mp4", 8, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
-        (7, "VAEEncode", [420, 480], [], [("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")]),
-        (8, "KSampler", [800, 40], [0, "fixed", 20, 7.0, "euler", "normal", 0.6],
-         [("model", "MODEL", False), ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False),
-          ("latent_image", "LATENT", False)], [("LATENT", "LATENT")]),
-        (9, "VAEDecode", [1180, 40], [], [("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")]),
-        (2, "OCD_VideoInfo", [800, 480], ["loaded"], [("video_info", "VHS_VIDEOINFO", False)], INFO_OUT),
-        (3, "OCD_SaveVideo", [1180, 260], [8.0, "OCD/img2img", "mp4", 19, True],
-         [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
-    ],
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(1, 8), encode()])],
+     [G("Prompts", COLORS["prompt"], [text(5, "a watercolor painting of people riding bicycles", "Target prompt"),
+                                      text(6, NEGATIVE, "Negative prompt")])],
+     [G("Sample", COLORS["run"], [N(8, "KSampler", [0, "fixed", 20, 7.0, "euler", "normal", 0.6],
+                                    [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                     ("latent_image", "LATENT")], [("LATENT", "LATENT")])])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/img2img"))]],
     [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"),
      (4, 0, 8, "model"), (5, 0, 8, "positive"), (6, 0, 8, "negative"), (7, 0, 8, "latent_image"),
-     (8, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
-)
-CKPT = (4, "CheckpointLoaderSimple", [40, 40], ["v1-5-pruned-emaonly.safetensors"], [],
-        [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")])
-
-
-def text(node_id, pos, prompt):
-    return (node_id, "CLIPTextEncode", pos, [prompt], [("clip", "CLIP", False)], [("CONDITIONING", "CONDITIONING")])
-
-
-SOURCE = "a man riding a bicycle on a street"
-inversion_edit = build(
-    [
-        CKPT,
-        text(5, [420, 40], SOURCE),
-        text(6, [420, 240], "a robot riding a bicycle on a street"),
-        text(10, [420, 440], "blurry, low quality, watermark"),
-        (1, "OCD_LoadVideo", [40, 300], ["bikes.mp4", 8, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
-        (7, "VAEEncode", [420, 640], [], [("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")]),
-        (11, "OCD_InvertLatents", [800, 40], ["dpmpp_2m", 20, "normal", 1.0, 1.0, 0.8, 1024, True, False],
-         [("model", "MODEL", False), ("latent", "LATENT", False), ("positive", "CONDITIONING", False)],
-         [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]),
-        (12, "OCD_CrossAttentionMask", [800, 420], [SOURCE, "man", 0.3, 8],
-         [("inversion", "OCD_INVERSION", False), ("clip", "CLIP", False)], [("MASK", "MASK")]),
-        (13, "OCD_EditFromInversion", [1180, 40], [7.5, 0.8],
-         [("model", "MODEL", False), ("inversion", "OCD_INVERSION", False), ("inverted_latent", "LATENT", False),
-          ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("blend_mask", "MASK", False)],
-         [("LATENT", "LATENT")]),
-        (9, "VAEDecode", [1560, 40], [], [("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")]),
-        (2, "OCD_VideoInfo", [1180, 420], ["loaded"], [("video_info", "VHS_VIDEOINFO", False)], INFO_OUT),
-        (3, "OCD_SaveVideo", [1560, 260], [8.0, "OCD/inversion_edit", "mp4", 19, True],
-         [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
-    ],
-    [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"),
-     (4, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
-     (11, 1, 12, "inversion"), (4, 1, 12, "clip"),
-     (4, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
-     (10, 0, 13, "negative"), (12, 0, 13, "blend_mask"),
-     (13, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
+     *save_links(8)],
+    "Frame-by-frame img2img of a clip with core's KSampler (denoise 0.6): the plain baseline, no OCD patch.\n"
+    "Change first: the checkpoint, Target prompt, denoise.\nCost: steps x frames UNet calls.",
 )
 
-MERGE_OUT = [("MODEL", "MODEL"), ("merge_record", "OCD_MERGE_RECORD")]
-SALIENCY_OUT = [("mask", "MASK"), ("saliency", "MASK")]
-# The whole OCD edit: cross-frame attention, object-centric token merging paired between
-# inversion and edit, the object's mask from Auto Saliency (it must exist before the
-# inversion, whose merges it protects), dual-rate (object-centric) sampling.
-object_centric_edit = build(
-    [
-        CKPT,
-        text(5, [420, 40], SOURCE),
-        text(6, [420, 240], "a robot riding a bicycle on a street"),
-        text(10, [420, 440], "blurry, low quality, watermark"),
-        (1, "OCD_LoadVideo", [40, 300], ["bikes.mp4", 8, 0, 1, 0, 512, 0, "crop"], [], LOAD_OUT),
-        (7, "VAEEncode", [420, 640], [], [("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")]),
-        (17, "OCD_AutoSaliency", [40, 1000], [0.7, "flow", -1.0, 5, 256], [("images", "IMAGE", False)],
-         SALIENCY_OUT),
-        (14, "OCD_CrossFrameAttention", [40, 620], ["sparse_causal", 2], [("model", "MODEL", False)],
-         [("MODEL", "MODEL")]),
-        (15, "OCD_TokenMerge", [40, 780], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "record", False],
-         [("model", "MODEL", False), ("mask", "MASK", False)], MERGE_OUT),
-        (16, "OCD_TokenMerge", [420, 820], [0.5, 2, 2, "1", "input,middle,output", 1.0, 0, "fixed", "replay", False],
-         [("model", "MODEL", False), ("mask", "MASK", False), ("merge_record", "OCD_MERGE_RECORD", False)],
-         MERGE_OUT),
-        (11, "OCD_InvertLatents", [800, 40], ["dpmpp_2m", 20, "normal", 1.0, 1.0, 0.8, 1024, False, False],
-         [("model", "MODEL", False), ("latent", "LATENT", False), ("positive", "CONDITIONING", False)],
-         [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]),
-        (13, "OCD_DualRateEditFromInversion", [1180, 40], [7.5, 0.8, 4.0, 0.25, 2, "feathered", True],
-         [("model", "MODEL", False), ("inversion", "OCD_INVERSION", False), ("inverted_latent", "LATENT", False),
-          ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("mask", "MASK", False)],
-         [("LATENT", "LATENT")]),
-        (9, "VAEDecode", [1560, 40], [], [("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")]),
-        (2, "OCD_VideoInfo", [1180, 420], ["loaded"], [("video_info", "VHS_VIDEOINFO", False)], INFO_OUT),
-        (3, "OCD_SaveVideo", [1560, 260], [8.0, "OCD/object_centric_edit", "mp4", 19, True],
-         [("images", "IMAGE", False), ("frame_rate", "FLOAT", True)], [("filename", "STRING")]),
-    ],
-    [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"),
-     (1, 0, 17, "images"),
-     (4, 0, 14, "model"), (14, 0, 15, "model"), (14, 0, 16, "model"), (15, 1, 16, "merge_record"),
-     (17, 0, 15, "mask"), (17, 0, 16, "mask"),
-     (15, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
-     (16, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
-     (10, 0, 13, "negative"), (17, 0, 13, "mask"),
-     (13, 0, 9, "samples"), (4, 2, 9, "vae"), (1, 2, 2, "video_info"), (9, 0, 3, "images"), (2, 0, 3, "frame_rate")],
+# Inversion-based editing (FateZero and its accelerations)
+INVERSION_LINKS = PROMPT_LINKS + [(1, 0, 7, "pixels"), (4, 2, 7, "vae"), (7, 0, 11, "latent"), (5, 0, 11, "positive")]
+
+fatezero_vanilla = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts()),
+      G("Object mask", COLORS["mask"], [N(12, "OCD_CrossAttentionMask", [SOURCE, "man", 0.3, 8],
+                                          [("inversion", "OCD_INVERSION"), ("clip", "CLIP")], [("MASK", "MASK")],
+                                          title="Object mask (from the source prompt's words)")])],
+     [G("Model patches", COLORS["patch"], [cross_frame(14, "sparse_causal")])],
+     [G("Invert and edit", COLORS["run"], [
+         invert(11, "ddim", 50, True, "float32", True),
+         N(13, "OCD_EditFromInversion", [7.5, 0.8], EDIT_IN + [("blend_mask", "MASK")], [("LATENT", "LATENT")],
+           title="Edit (target prompt)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/fatezero_vanilla"))]],
+    INVERSION_LINKS + [(4, 0, 14, "model"), (14, 0, 11, "model"), (11, 1, 12, "inversion"), (4, 1, 12, "clip"),
+                       (14, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"),
+                       (6, 0, 13, "positive"), (10, 0, 13, "negative"), (12, 0, 13, "blend_mask"), *save_links(13)],
+    "Vanilla FateZero (the baseline OCD accelerates): DDIM 50 inversion with the source prompt, the "
+    "self-attention recorded in float32 in CPU RAM, sparse-causal cross-frame attention, then 50 editing "
+    "steps with the target prompt fusing the recorded attention (the object's mask from the words' "
+    "cross-attention lets its shape change).\nChange first: Source prompt (what the clip shows), Target "
+    "prompt, the object's words on Object mask.\nCost: 100 UNet calls x frames, a record of GBs; compare "
+    "with the Optimized and OCD templates.",
+)
+
+fatezero_optimized = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts()),
+      G("Object mask", COLORS["mask"], [N(12, "OCD_CrossAttentionMask", [SOURCE, "man", 0.3, 8],
+                                          [("inversion", "OCD_INVERSION"), ("clip", "CLIP")], [("MASK", "MASK")],
+                                          title="Object mask (from the source prompt's words)")])],
+     [G("Model patches", COLORS["patch"], [
+         cross_frame(14, "sparse_causal"),
+         token_merge(15, "record", 0.0, False, False, "Token merge (records in the inversion)"),
+         token_merge(16, "replay", 0.0, False, True, "Token merge (replays in the edit)")])],
+     [G("Invert and edit", COLORS["run"], [
+          invert(11, "dpmpp_2m", 20, False, "float16", True),
+          N(13, "OCD_EditFromInversion", [7.5, 0.8], EDIT_IN + [("blend_mask", "MASK")], [("LATENT", "LATENT")],
+            title="Edit (target prompt)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/fatezero_optimized"))]],
+    INVERSION_LINKS + [(4, 0, 14, "model"), (14, 0, 15, "model"), (14, 0, 16, "model"), (15, 1, 16, "merge_record"),
+                       (15, 0, 11, "model"), (11, 1, 12, "inversion"), (4, 1, 12, "clip"),
+                       (16, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"),
+                       (6, 0, 13, "positive"), (10, 0, 13, "negative"), (12, 0, 13, "blend_mask"), *save_links(13)],
+    "Optimized-FateZero (the paper's off-the-shelf accelerations): DPM++ 2M 20 + 20 steps, the attention "
+    "record in half precision on the device, token merging 0.5 whose merges are recorded during the "
+    "inversion and replayed in the edit (destinations re-drawn per frame and step).\nChange first: the "
+    "prompts and the object's words.\nCost: 40 UNet calls x frames at about half the attention tokens.",
+)
+
+ocd_inversion = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts()), G("Object mask", COLORS["mask"], [saliency()])],
+     [G("Model patches", COLORS["patch"], [
+         cross_frame(14, "sparse_causal"),
+         token_merge(15, "record", 1.0, True, False, "Object merge (records in the inversion)"),
+         token_merge(16, "replay", 1.0, True, True, "Object merge (replays in the edit)")])],
+     [G("Invert and edit", COLORS["run"], [
+         invert(11, "dpmpp_2m", 20, False, "float16", False),
+         N(13, "OCD_DualRateEditFromInversion", [7.5, 0.8, 4.0, 0.25, 2, "feathered", True],
+           EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/ocd_inversion"))]],
+    INVERSION_LINKS + [(1, 0, 17, "images"), (4, 0, 14, "model"), (14, 0, 15, "model"), (14, 0, 16, "model"),
+                       (15, 1, 16, "merge_record"), (17, 0, 15, "mask"), (17, 0, 16, "mask"), (15, 0, 11, "model"),
+                       (16, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"),
+                       (6, 0, 13, "positive"), (10, 0, 13, "negative"), (17, 0, 13, "mask"), *save_links(13)],
+    "OCD on the inversion pipeline: Optimized-FateZero plus object-centric token merging (the object's "
+    "tokens are kept, the background and the frames' redundancy merged) and the dual-rate edit (the "
+    "object's crop at every step, the background 4x fewer). The mask comes from Auto Saliency (what moves "
+    "and stands out); it exists before the inversion, whose merges it protects.\nChange first: the "
+    "prompts; the mask if the saliency misses the object (or use the SAM template).\nCost: the cheapest "
+    "inversion edit here; each node shows what it did after a run.",
+)
+
+
+def sam_mask(loader_id=18, mask_id=17):
+    prompts = json.dumps({"frame": 0, "width": 512, "height": 216, "points": [[256, 120]], "labels": [1], "box": None})
+    return [N(loader_id, "OCD_SAMLoader", ["sam_vit_b_01ec64.pth", "auto"], [], [("sam_model", "OCD_SAM_MODEL")]),
+            N(mask_id, "OCD_SAMVideoMask", [prompts], [("sam_model", "OCD_SAM_MODEL"), ("images", "IMAGE")],
+              [("mask", "MASK")], title="Object mask (click on the object)", extra_height=300)]
+
+
+ocd_inversion_sam = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts())],
+     [G("Object mask", COLORS["mask"], sam_mask())],
+     [G("Model patches", COLORS["patch"], [
+         cross_frame(14, "sparse_causal"),
+         token_merge(15, "record", 1.0, True, False, "Object merge (records in the inversion)"),
+         token_merge(16, "replay", 1.0, True, True, "Object merge (replays in the edit)")])],
+     [G("Invert and edit", COLORS["run"], [
+         invert(11, "dpmpp_2m", 20, False, "float16", False),
+         N(13, "OCD_DualRateEditFromInversion", [7.5, 0.8, 4.0, 0.25, 2, "feathered", True],
+           EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/ocd_inversion_sam"))]],
+    INVERSION_LINKS + [(18, 0, 17, "sam_model"), (1, 0, 17, "images"), (4, 0, 14, "model"), (14, 0, 15, "model"),
+                       (14, 0, 16, "model"), (15, 1, 16, "merge_record"), (17, 0, 15, "mask"), (17, 0, 16, "mask"),
+                       (15, 0, 11, "model"), (16, 0, 13, "model"), (11, 1, 13, "inversion"),
+                       (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"), (10, 0, 13, "negative"),
+                       (17, 0, 13, "mask"), *save_links(13)],
+    "The OCD inversion edit with the object marked by Segment Anything; the mask follows the object "
+    "through the clip.\nChange first: click on the object in the key frame shown in Object mask (left = "
+    "object, right = background, drag = box), then queue; the prompts.\nNeeds a SAM checkpoint (e.g. sam_vit_b_01ec64.pth) in "
+    "models/sams.\nCost: the OCD inversion edit plus SAM's image encoder once per frame.",
+)
+
+# Control-based editing (ControlVideo and OCD on it)
+CONTROL_NODES = [
+    N(20, "Canny", [0.4, 0.8], [("image", "IMAGE")], [("IMAGE", "IMAGE")], title="Edges (the control)"),
+    N(21, "ControlNetLoader", [CONTROLNET], [], [("CONTROL_NET", "CONTROL_NET")], title="ControlNet (canny)"),
+    N(22, "ControlNetApplyAdvanced", [1.0, 0.0, 1.0],
+      [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
+      [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+]
+CONTROL_LINKS = [(4, 1, 6, "clip"), (4, 1, 10, "clip"), (1, 0, 7, "pixels"), (4, 2, 7, "vae"), (1, 0, 20, "image"),
+                 (6, 0, 22, "positive"), (10, 0, 22, "negative"), (21, 0, 22, "control_net"), (20, 0, 22, "image")]
+SAMPLE_IN = [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")]
+
+controlvideo_vanilla = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts(source=False)), G("Control", COLORS["mask"], CONTROL_NODES)],
+     [G("Model patches", COLORS["patch"], [cross_frame(14, "full")]),
+      G("Sample", COLORS["run"], [N(8, "KSampler", [0, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0], SAMPLE_IN,
+                                    [("LATENT", "LATENT")], title="Sample (DDIM 50)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/controlvideo_vanilla"))]],
+    CONTROL_LINKS + [(4, 0, 14, "model"), (14, 0, 8, "model"), (22, 0, 8, "positive"), (22, 1, 8, "negative"),
+                     (7, 0, 8, "latent_image"), *save_links(8)],
+    "Vanilla ControlVideo (the baseline OCD accelerates): the clip's edges (core Canny) guide a ControlNet, "
+    "every frame attends to all frames (fully cross-frame attention), DDIM 50 from noise with the target "
+    "prompt.\nChange first: Target prompt, the ControlNet file (models/controlnet), the edge thresholds.\n"
+    "Cost: 50 UNet + ControlNet calls x frames, attention over all frames' tokens.",
+)
+
+controlvideo_ocd = build(
+    [[G("Load", COLORS["load"], [checkpoint(), load_video(), encode()])],
+     [G("Prompts", COLORS["prompt"], prompts(source=False)), G("Control", COLORS["mask"], CONTROL_NODES)],
+     [G("Object mask", COLORS["mask"], [saliency()]),
+      G("Model patches", COLORS["patch"], [
+          cross_frame(14, "full"),
+          token_merge(15, "off", 1.0, True, False, "Object merge (the cross-frame pool)")])],
+     [G("Sample", COLORS["run"], [N(8, "OCD_DualRateKSampler",
+                                    [0, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, 4.0, 0.25, 2, "feathered"],
+                                    SAMPLE_IN + [("mask", "MASK")], [("LATENT", "LATENT")],
+                                    title="Dual-rate sample (DDIM 50)")])],
+     [G("Decode and save", COLORS["save"], decode_and_save("OCD/controlvideo_ocd"))]],
+    CONTROL_LINKS + [(1, 0, 17, "images"), (4, 0, 14, "model"), (14, 0, 15, "model"), (17, 0, 15, "mask"),
+                     (15, 0, 8, "model"), (22, 0, 8, "positive"), (22, 1, 8, "negative"), (7, 0, 8, "latent_image"),
+                     (17, 0, 8, "mask"), *save_links(8)],
+    "OCD on the control pipeline: vanilla ControlVideo plus object-centric token merging of the "
+    "cross-frame key/value pool (the object's tokens kept, the background and the frames' redundancy "
+    "merged) and dual-rate sampling (the object's crop at every step, with its part of the edge map; the "
+    "background 4x fewer).\nChange first: Target prompt, the ControlNet file; the mask if the saliency "
+    "misses the object.\nCost: the vanilla template's calls with fewer tokens and fewer background steps.",
 )
 
 WORKFLOWS = {
     "ocd_load_save_video": roundtrip,
     "ocd_video_img2img_sd15": img2img,
-    "ocd_inversion_edit_sd15": inversion_edit,
-    "ocd_object_centric_edit_sd15": object_centric_edit,
+    "ocd_inversion_vanilla_fatezero_sd15": fatezero_vanilla,
+    "ocd_inversion_optimized_fatezero_sd15": fatezero_optimized,
+    "ocd_inversion_ocd_sd15": ocd_inversion,
+    "ocd_inversion_ocd_sam_sd15": ocd_inversion_sam,
+    "ocd_control_vanilla_controlvideo_sd15": controlvideo_vanilla,
+    "ocd_control_ocd_sd15": controlvideo_ocd,
 }
 
 if __name__ == "__main__":
+    for stale in OUT_DIR.glob("*.json"):
+        if stale.stem not in WORKFLOWS:
+            stale.unlink()
     for name, wf in WORKFLOWS.items():
         (OUT_DIR / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")

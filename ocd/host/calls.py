@@ -69,6 +69,12 @@ def guider_options(guider) -> dict:
     return guider.model_options.setdefault("transformer_options", {})
 
 
+def guider_has_controlnet(guider) -> bool:
+    """Whether the conditioning a guider samples with carries a ControlNet (or T2I adapter)."""
+    conds = getattr(guider, "original_conds", {}) or {}
+    return any(c.get("control") is not None for group in conds.values() for c in group if isinstance(c, dict))
+
+
 def has_patch(model_patcher, kind: str, function) -> bool:
     """Whether ``function`` is already in the patch list ``kind`` (e.g. "attn1_patch")."""
     return function in _transformer_options(model_patcher).get("patches", {}).get(kind, [])

@@ -1,4 +1,5 @@
-"""One real ComfyUI server per test run, with the pack, test clips and a mini SD1.5 checkpoint."""
+"""One real ComfyUI server per test run, with the pack, test clips, a mini SD1.5 checkpoint, a
+random ControlNet of its architecture and a random Segment Anything vit_b."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,8 @@ from tests.conftest import make_base_directory
 from tests.support.server import ComfyServer
 
 MINI_CHECKPOINT = "ocd-test-mini-sd15.safetensors"
+MINI_CONTROLNET = "ocd-test-mini-controlnet.safetensors"
+RANDOM_SAM = "ocd-test-random-vit-b.pth"
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +17,11 @@ def server(tmp_path_factory, test_videos, mini_sd15_checkpoint):
     base = make_base_directory(tmp_path_factory.mktemp("comfy_server"), test_videos)
     # Random weights, built through ComfyUI's classes once per run (tests/conftest.py); never committed.
     (base / "models" / "checkpoints" / MINI_CHECKPOINT).symlink_to(mini_sd15_checkpoint)
+    from tests.support.random_models import write_mini_sd15_controlnet
+    from tests.support.random_sam import write_sam_checkpoint
+
+    write_mini_sd15_controlnet(base / "models" / "controlnet" / MINI_CONTROLNET, seed=1)
+    write_sam_checkpoint(base / "models" / "sams" / RANDOM_SAM)
     # --cache-none: identical prompts must run again, not be answered from the cache
     srv = ComfyServer(base, extra_args=("--cache-none",)).start()
     srv.base = base

@@ -1,6 +1,7 @@
-"""Every workflow in example_workflows/ runs through the real server (shrunk to test size) and
-does what it is for, read from the saved video and the run reports of its OCD nodes
-(``ocd_run`` in /history)."""
+"""Every workflow in example_workflows/ runs through the real server (shrunk to test size, with
+random weights: the mini SD1.5 checkpoint, a random ControlNet of its architecture, a random
+SAM) and does what it is for, read from the saved video and the run reports of its OCD
+nodes (``ocd_run`` in /history; the ``ocd.report`` messages when core's sampler runs)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import MINI_CHECKPOINT
+from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
 from tests.support.server import execution_error
 from tests.support.workflow import ui_to_api
 
@@ -17,10 +18,11 @@ WORKFLOWS = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
 pytestmark = pytest.mark.e2e
 
 # Test-size settings, by input name, applied to whatever node has that input.
-SHRINK = {"ckpt_name": MINI_CHECKPOINT, "frame_load_cap": 2, "steps": 2, "width": 64, "height": 0}
+SHRINK = {"ckpt_name": MINI_CHECKPOINT, "control_net_name": MINI_CONTROLNET, "sam_name": RANDOM_SAM,
+          "frame_load_cap": 2, "steps": 2, "width": 64, "height": 0}
 # Frame widths where the workflow's point needs more latent pixels than 64 px give: the
 # dual-rate crop must be smaller than the frame (the mini checkpoint's UNet aligns to 2).
-WIDTH = {"ocd_object_centric_edit_sd15": 256}
+WIDTH = {"ocd_inversion_ocd_sd15": 256, "ocd_inversion_ocd_sam_sd15": 128, "ocd_control_ocd_sd15": 256}
 
 
 def shrink(prompt: dict, width: int) -> dict:
@@ -40,6 +42,24 @@ def test_the_example_workflows_are_generated_from_the_script():
     for path in WORKFLOWS:
         assert json.loads(path.read_text()) == SPECS[path.stem], f"{path.name}: run scripts/make_example_workflows.py"
 
+
+def test_every_template_is_a_readable_graph():
+    """A Note saying what it does, what to change first and what it costs; stage groups; the
+    nodes a user edits first titled."""
+    for path in WORKFLOWS:
+        wf = json.loads(path.read_text())
+        notes = [n for n in wf["nodes"] if n["type"] == "Note"]
+        assert len(notes) == 1 and "Change first" in notes[0]["widgets_values"][0], path.name
+        assert "Cost" in notes[0]["widgets_values"][0], path.name
+        assert len(wf["groups"]) >= 2, path.name
+        titles = {n.get("title") for n in wf["nodes"]}
+        if any(n["type"] == "CLIPTextEncode" for n in wf["nodes"]):
+            assert "Target prompt" in titles, path.name
+        if any(n["type"] in ("OCD_AutoSaliency", "OCD_SAMVideoMask", "OCD_CrossAttentionMask") for n in wf["nodes"]):
+            assert any(t and t.startswith("Object mask") for t in titles), path.name
+
+
+# ---------------------------------------------------------------- reading the results
 
 def reports(prompt: dict, entry: dict) -> dict:
     """class_type -> the run report of that OCD sampler node (one node of each in a template)."""
@@ -79,18 +99,41 @@ def check_saved_video(server, entry, frames: int, width: int) -> None:
     assert (info.frame_count, info.width) == (frames, width)
 
 
-def check_inversion_edit(prompt: dict, runs: dict) -> None:
-    """The inversion records attention and the edit fuses every recorded layer at the steps
-    self_replace asks for, with the cross-attention mask as blend mask."""
-    invert, edit = runs["OCD_InvertLatents"], runs["OCD_EditFromInversion"]
-    record = part(invert, node_of(prompt, "OCD_InvertLatents"))["facts"]["attention_record"]
-    assert record["maps"] > 0 and record["layers"] > 0
-    facts = part(edit, node_of(prompt, "OCD_EditFromInversion"))["facts"]
-    assert facts.get("blend_mask") is True, facts
+# ---------------------------------------------------------------- what each template is for
+
+def check_fusion(prompt: dict, edit: dict, edit_type: str) -> dict:
+    """The edit fuses every recorded layer at every step self_replace asks for (2 test steps x
+    0.8 -> steps 0 and 1), with the object's mask as blend mask."""
+    facts = part(edit, node_of(prompt, edit_type))["facts"]
     asked = facts.get("fused_steps_asked")
-    assert asked == [0, 1]  # round(0.8 x 2 steps)
+    assert asked == [0, 1], facts
     assert len(edit["fused_pairs"]) == len(asked) * facts["fused_layers_recorded"]
-    assert {step for step, _ in edit["fused_pairs"]} == set(asked)
+    return facts
+
+
+def check_vanilla_fatezero(prompt: dict, runs: dict, events: list) -> None:
+    invert, edit = runs["OCD_InvertLatents"], runs["OCD_EditFromInversion"]
+    record = part(invert, node_of(prompt, "OCD_InvertLatents"))["facts"]
+    assert record["solver"] == "ddim" and record["attention_record"]["dtype"] == "float32"
+    assert record["attention_record"]["device"] == "cpu" and record["attention_record"]["maps"] > 0
+    cross = part(invert, node_of(prompt, "OCD_CrossFrameAttention"))["facts"]
+    assert cross["mode"] == "sparse_causal"
+    assert not any(s["name"].startswith("Object-Centric Token Merge") for s in invert["nodes"].values())
+    assert check_fusion(prompt, edit, "OCD_EditFromInversion")["blend_mask"] is True
+
+
+def check_optimized_fatezero(prompt: dict, runs: dict, events: list) -> None:
+    invert, edit = runs["OCD_InvertLatents"], runs["OCD_EditFromInversion"]
+    facts = part(invert, node_of(prompt, "OCD_InvertLatents"))["facts"]
+    assert facts["solver"] == "dpmpp_2m" and facts["attention_record"]["dtype"] == "float16"
+    for pairing, report in (("record", invert), ("replay", edit)):
+        merge = part(report, node_of(prompt, "OCD_TokenMerge", pairing=pairing))
+        assert merge["facts"]["pairing"] == pairing and merge["facts"]["mask"] is False
+        assert merge["merged_layers"], pairing
+        for layer, m in merge["merged_layers"].items():
+            assert m["merged_share"] == pytest.approx(merge["facts"]["merge_ratio"], abs=0.01), layer
+    # the edit's merged attention lines up with the merged record: every asked pair is fused
+    assert check_fusion(prompt, edit, "OCD_EditFromInversion")["blend_mask"] is True
 
 
 def promised_unmerged_share(m: dict, ratio: float) -> float:
@@ -103,55 +146,111 @@ def promised_unmerged_share(m: dict, ratio: float) -> float:
     return max(0.0, 1.0 - 2 * forced / objects)
 
 
-def check_object_centric_edit(prompt: dict, runs: dict) -> None:
+def check_object_centric_merging(merge: dict) -> None:
+    ratio = merge["facts"]["merge_ratio"]
+    assert merge["facts"]["mask"] is True and merge["facts"]["foreground_protection"] == 1.0
+    assert merge["merged_layers"], "no layer was merged"
+    for layer, m in merge["merged_layers"].items():
+        assert m["merged_share"] == pytest.approx(ratio, abs=0.01), layer
+        assert m["object_tokens_per_set"] > 0, f"{layer}: no object tokens (is the mask connected?)"
+        assert m["object_unmerged_share"] >= promised_unmerged_share(m, ratio) - 1e-9, (layer, m)
+
+
+def check_dual_rate(sampler: dict, report: dict, extra_phases: dict) -> None:
+    plan = sampler["facts"]["dual_rate"]
+    assert plan["mode"] == "dual", sampler["warnings"]
+    assert plan["crop"][0] * plan["crop"][1] < plan["latent"][0] * plan["latent"][1]
+    phases = {name: p["evaluations"] for name, p in report["phases"].items()}
+    assert phases == dict(plan["predicted_evaluations"], **extra_phases)
+
+
+def check_ocd_inversion(prompt: dict, runs: dict, events: list) -> None:
     """Object-centric merging (the saliency mask connected) recorded in the inversion and
     replayed in the dual-rate edit, which runs a crop of the object."""
     invert, edit = runs["OCD_InvertLatents"], runs["OCD_DualRateEditFromInversion"]
     recording = part(invert, node_of(prompt, "OCD_TokenMerge", pairing="record"))
     part(invert, node_of(prompt, "OCD_CrossFrameAttention"))
-    ratio = recording["facts"]["merge_ratio"]
-    assert recording["facts"]["mask"] is True and recording["facts"]["foreground_protection"] == 1.0
-    assert recording["merged_layers"], "the inversion merged no layer"
-    for layer, m in recording["merged_layers"].items():
-        assert m["merged_share"] == pytest.approx(ratio, abs=0.01), layer
-        assert m["object_tokens_per_set"] > 0, f"{layer}: no object tokens (is the mask connected?)"
-        assert m["object_unmerged_share"] >= promised_unmerged_share(m, ratio) - 1e-9, (layer, m)
+    check_object_centric_merging(recording)
     assert recording["warnings"] == []
-
     replaying = part(edit, node_of(prompt, "OCD_TokenMerge", pairing="replay"))
     assert replaying["merged_layers"] and replaying["facts"]["mask"] is True
     sampler = part(edit, node_of(prompt, "OCD_DualRateEditFromInversion"))
-    plan = sampler["facts"]["dual_rate"]
-    assert plan["mode"] == "dual", sampler["warnings"]
-    assert plan["crop"][0] * plan["crop"][1] < plan["latent"][0] * plan["latent"][1]
-    phases = {name: p["evaluations"] for name, p in edit["phases"].items()}
-    assert phases == dict(plan["predicted_evaluations"], foreground_start=2)  # the crop inverted first
+    check_dual_rate(sampler, edit, {"foreground_start": 2})  # the crop is inverted first
     # fusion in the whole-frame phases only: steps the background and joint phases take
     asked = set(sampler["facts"]["fused_steps_asked"])
     assert {step for step, _ in edit["fused_pairs"]} <= asked and edit["fused_pairs"]
 
 
+def check_ocd_inversion_sam(prompt: dict, runs: dict, events: list) -> None:
+    """The SAM variant: the mask comes from the SAM node and reaches every node that takes one."""
+    invert, edit = runs["OCD_InvertLatents"], runs["OCD_DualRateEditFromInversion"]
+    for pairing, report in (("record", invert), ("replay", edit)):
+        assert part(report, node_of(prompt, "OCD_TokenMerge", pairing=pairing))["facts"]["mask"] is True
+    sam = node_of(prompt, "OCD_SAMVideoMask")
+    assert all(prompt[i]["inputs"]["mask"] == [sam, 0] for i in prompt
+               if prompt[i]["class_type"] in ("OCD_TokenMerge", "OCD_DualRateEditFromInversion"))
+    assert "dual_rate" in part(edit, node_of(prompt, "OCD_DualRateEditFromInversion"))["facts"]
+
+
+def check_vanilla_controlvideo(prompt: dict, runs: dict, events: list) -> None:
+    """Core's KSampler with a ControlNet and fully cross-frame attention: the patch's report
+    reaches its node by message (no pack sampler in the graph)."""
+    assert runs == {}
+    cross = node_of(prompt, "OCD_CrossFrameAttention")
+    texts = [e["text"] for e in events if e.get("node") == cross]
+    assert texts, f"no run report message for the Cross-Frame Attention node: {events}"
+    assert "mode: full" in texts[-1] and "controlnet: yes" in texts[-1]
+    # the key/value pool of the highest-resolution layers holds both frames' tokens (full mode)
+    pools = [line for line in texts[-1].splitlines() if line.startswith("kv_pool_tokens")]
+    assert pools and "input.1.0 3x8 48" in pools[0], texts[-1]
+
+
+def check_ocd_controlvideo(prompt: dict, runs: dict, events: list) -> None:
+    """The ControlNet-guided dual-rate sampler with object-centric merging of the cross-frame pool."""
+    report = runs["OCD_DualRateKSampler"]
+    assert report["controlnet"] is True
+    merge = part(report, node_of(prompt, "OCD_TokenMerge"))
+    check_object_centric_merging(merge)
+    assert merge["pool_layers"], "the cross-frame key/value pool was not merged"
+    assert part(report, node_of(prompt, "OCD_CrossFrameAttention"))["facts"]["mode"] == "full"
+    check_dual_rate(part(report, node_of(prompt, "OCD_DualRateKSampler")), report, {})
+
+
+def check_no_pack_sampler(prompt: dict, runs: dict, events: list) -> None:
+    assert runs == {}
+
+
+CHECKS = {
+    "ocd_load_save_video": check_no_pack_sampler,
+    "ocd_video_img2img_sd15": check_no_pack_sampler,
+    "ocd_inversion_vanilla_fatezero_sd15": check_vanilla_fatezero,
+    "ocd_inversion_optimized_fatezero_sd15": check_optimized_fatezero,
+    "ocd_inversion_ocd_sd15": check_ocd_inversion,
+    "ocd_inversion_ocd_sam_sd15": check_ocd_inversion_sam,
+    "ocd_control_vanilla_controlvideo_sd15": check_vanilla_controlvideo,
+    "ocd_control_ocd_sd15": check_ocd_controlvideo,
+}
+
+
+def run_template(server, object_info, stem: str, breakage=None):
+    width = WIDTH.get(stem, SHRINK["width"])
+    prompt = shrink(ui_to_api(json.loads((REPO_ROOT / "example_workflows" / f"{stem}.json").read_text()),
+                              object_info), width)
+    if breakage is not None:
+        breakage(prompt)
+    entry, events = server.run_listening(prompt, "ocd.report")
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    return prompt, entry, events, width
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_does_what_it_is_for(server, object_info, path):
-    width = WIDTH.get(path.stem, SHRINK["width"])
-    prompt = shrink(ui_to_api(json.loads(path.read_text()), object_info), width)
-    entry = server.run(prompt)
-    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    prompt, entry, events, width = run_template(server, object_info, path.stem)
     check_saved_video(server, entry, SHRINK["frame_load_cap"], width)
-    runs = reports(prompt, entry)
-    if path.stem == "ocd_inversion_edit_sd15":
-        check_inversion_edit(prompt, runs)
-    elif path.stem == "ocd_object_centric_edit_sd15":
-        check_object_centric_edit(prompt, runs)
-    else:
-        assert runs == {}  # no OCD sampler in these
+    CHECKS[path.stem](prompt, reports(prompt, entry), events)
 
 
-def _broken(prompt: dict, edit) -> dict:
-    broken = json.loads(json.dumps(prompt))
-    edit(broken)
-    return broken
-
+# ---------------------------------------------------------------- the checks see a broken template
 
 def _disconnect_masks(prompt: dict) -> None:
     for node in prompt.values():
@@ -159,15 +258,17 @@ def _disconnect_masks(prompt: dict) -> None:
             node["inputs"].pop("mask", None)
 
 
-def _remove_token_merging(prompt: dict) -> None:
-    """Every input fed by a Token Merge node is fed by that node's own model input instead."""
-    merges = {i: n for i, n in prompt.items() if n["class_type"] == "OCD_TokenMerge"}
-    for node in prompt.values():
-        for name, value in node["inputs"].items():
-            if isinstance(value, list) and value[0] in merges and value[1] == 0:
-                node["inputs"][name] = merges[value[0]]["inputs"]["model"]
-    for i in merges:
-        del prompt[i]
+def _remove(class_type: str):
+    """Every input fed by a ``class_type`` node is fed by that node's own model input instead."""
+    def edit(prompt: dict) -> None:
+        removed = {i: n for i, n in prompt.items() if n["class_type"] == class_type}
+        for node in prompt.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and value[0] in removed and value[1] == 0:
+                    node["inputs"][name] = removed[value[0]]["inputs"]["model"]
+        for i in removed:
+            del prompt[i]
+    return edit
 
 
 def _no_fusion(prompt: dict) -> None:
@@ -176,18 +277,23 @@ def _no_fusion(prompt: dict) -> None:
             node["inputs"]["self_replace"] = 0.0
 
 
+def _no_controlnet(prompt: dict) -> None:
+    for node in prompt.values():
+        for name in ("positive", "negative"):
+            value = node["inputs"].get(name)
+            if isinstance(value, list) and prompt[value[0]]["class_type"] == "ControlNetApplyAdvanced":
+                node["inputs"][name] = prompt[value[0]]["inputs"][name]
+
+
 @pytest.mark.parametrize("stem, breakage", [
-    ("ocd_object_centric_edit_sd15", _disconnect_masks),
-    ("ocd_object_centric_edit_sd15", _remove_token_merging),
-    ("ocd_inversion_edit_sd15", _no_fusion),
-], ids=["mask disconnected", "token merging removed", "fusion off"])
+    ("ocd_inversion_ocd_sd15", _disconnect_masks),
+    ("ocd_inversion_ocd_sd15", _remove("OCD_TokenMerge")),
+    ("ocd_inversion_vanilla_fatezero_sd15", _no_fusion),
+    ("ocd_control_vanilla_controlvideo_sd15", _no_controlnet),
+    ("ocd_control_ocd_sd15", _remove("OCD_CrossFrameAttention")),
+], ids=["mask disconnected", "token merging removed", "fusion off", "controlnet removed", "cross-frame removed"])
 def test_the_checks_fail_when_the_workflow_loses_its_point(server, object_info, stem, breakage):
     """Each template check above rejects the template with its feature taken out."""
-    path = REPO_ROOT / "example_workflows" / f"{stem}.json"
-    width = WIDTH.get(stem, SHRINK["width"])
-    prompt = _broken(shrink(ui_to_api(json.loads(path.read_text()), object_info), width), breakage)
-    entry = server.run(prompt)
-    assert entry["status"]["status_str"] == "success", execution_error(entry)
-    check = check_object_centric_edit if stem == "ocd_object_centric_edit_sd15" else check_inversion_edit
-    with pytest.raises(AssertionError):
-        check(prompt, reports(prompt, entry))
+    prompt, entry, events, _ = run_template(server, object_info, stem, breakage)
+    with pytest.raises((AssertionError, KeyError)):
+        CHECKS[stem](prompt, reports(prompt, entry), events)

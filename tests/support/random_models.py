@@ -177,3 +177,45 @@ def smooth_time_dependence_(model_patcher, max_frequency: float = 0.005):
     fast = torch.cat([freqs, freqs]) > max_frequency  # [cos | sin] halves
     first.weight[:, fast] = 0.0
     return model_patcher
+
+
+def controlnet_network(unet_config: dict, seed: int = 0, num_heads: int | None = None):
+    """A random-weight ``comfy.cldm.cldm.ControlNet`` with the layout of ``unet_config``
+    (a canny-style ControlNet: a 3-channel hint), built through ComfyUI's class."""
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    config = dict(unet_config)
+    for key in ("in_channels", "out_channels", "transformer_depth_output", "use_temporal_resblock",
+                "use_temporal_attention", "use_checkpoint"):
+        config.pop(key, None)
+    if num_heads is not None:
+        config.update(num_heads=num_heads, num_head_channels=-1)
+    net = comfy.cldm.cldm.ControlNet(in_channels=4, hint_channels=3, **config,
+                                     operations=comfy.ops.disable_weight_init, device="cpu")
+    return init_random_(net, seed)
+
+
+def controlnet(unet_config: dict, seed: int = 0):
+    """The same network as a ComfyUI CONTROL_NET object, ready for ControlNetApplyAdvanced."""
+    import comfy.controlnet
+    import comfy.model_management as mm
+
+    return comfy.controlnet.ControlNet(controlnet_network(unet_config, seed), load_device=mm.get_torch_device(),
+                                       manual_cast_dtype=None)
+
+
+def write_mini_sd15_controlnet(path: Path, seed: int = 0) -> Path:
+    """A ControlNet file for the mini SD1.5 checkpoint's UNet, in the original ControlNet
+    format (``control_model.*`` keys) that core's ControlNetLoader detects (once per run)."""
+    import safetensors.torch
+
+    net = controlnet_network(MINI_SD15_UNET, seed, num_heads=8)
+    state = {f"control_model.{k}": v.to(torch.float16).contiguous() for k, v in net.state_dict().items()
+             if v.is_floating_point()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    safetensors.torch.save_file(state, str(tmp))
+    tmp.replace(path)
+    return path

@@ -109,6 +109,47 @@ class ComfyServer:
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.log_tail()}")
 
 
+    def run_listening(self, prompt: dict, event: str, timeout: float = 600.0) -> tuple[dict, list[dict]]:
+        """``run``, listening on the server's websocket as the browser does: returns the
+        /history entry and the data of every ``event`` message sent meanwhile (messages sent
+        to every client, as the pack's run report is)."""
+        import threading
+
+        import websocket  # websocket-client (requirements-test.txt)
+
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={uuid.uuid4().hex}", timeout=5)
+        received: list[dict] = []
+        done = threading.Event()
+
+        def listen():
+            while not done.is_set():
+                try:
+                    message = ws.recv()
+                except websocket.WebSocketTimeoutException:
+                    continue
+                except (websocket.WebSocketConnectionClosedException, OSError):
+                    return
+                if not isinstance(message, str) or not message:
+                    continue  # binary previews, keep-alives
+                try:
+                    data = json.loads(message)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and data.get("type") == event:
+                    received.append(data.get("data", {}))
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        try:
+            entry = self.run(prompt, timeout)
+            time.sleep(0.5)  # messages sent just before the history entry was written
+        finally:
+            done.set()
+            ws.close()
+            listener.join(timeout=10)
+        return entry, received
+
+
 def execution_error(entry: dict) -> dict | None:
     """The ``execution_error`` message of a /history entry, if the run failed."""
     for kind, data in entry.get("status", {}).get("messages", []):

@@ -226,26 +226,12 @@ def test_works_under_core_context_windows(ocd_nodes, run, base, conditioning):
     assert {k[2] for k in record.plans if isinstance(k[2], int)} == set(range(6))
 
 
-def tiny_controlnet(seed: int = 5):
-    """A random ControlNet matching the tiny UNet, built through ComfyUI's classes."""
-    import comfy.cldm.cldm
-    import comfy.controlnet
-    import comfy.ops
-
-    config = dict(rm.tiny_unet_config())
-    config.pop("out_channels")
-    control_model = comfy.cldm.cldm.ControlNet(**config, hint_channels=3, dtype=torch.float32, device="cpu",
-                                               operations=comfy.ops.disable_weight_init)
-    rm.init_random_(control_model, seed)
-    return comfy.controlnet.ControlNet(control_model, load_device=torch.device("cpu"))
-
-
 def test_works_with_a_controlnet(ocd_nodes, run, base, conditioning):
     import nodes
 
     hint = torch.rand(FRAMES, 128, 128, 3, generator=torch.Generator().manual_seed(0))
     pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(
-        conditioning[0], conditioning[1], tiny_controlnet(), hint, 1.0, 0.0, 1.0)
+        conditioning[0], conditioning[1], rm.controlnet(rm.tiny_unet_config(), seed=5), hint, 1.0, 0.0, 1.0)
     full = cross_frame(ocd_nodes, run, base, "full")
     model, record = token_merge(ocd_nodes, run, full, merge_ratio=0.5, pairing="record", mask=object_mask())
 

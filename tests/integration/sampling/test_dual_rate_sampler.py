@@ -219,28 +219,11 @@ def test_blend_is_exactly_the_mask_formula(tiny, inference, blend):
 
 # ---------------------------------------------------------------- ControlNet
 
-def tiny_controlnet(seed=21):
-    """A random ControlNet with the tiny UNet's layout, through ComfyUI's own classes."""
-    import comfy.cldm.cldm
-    import comfy.controlnet
-    import comfy.model_management as mm
-    import comfy.ops
-
-    cfg = rm.tiny_unet_config()
-    for key in ("in_channels", "out_channels", "transformer_depth_output", "use_temporal_resblock",
-                "use_temporal_attention", "use_checkpoint"):
-        cfg.pop(key, None)
-    net = comfy.cldm.cldm.ControlNet(in_channels=4, hint_channels=3, **cfg,
-                                     operations=comfy.ops.disable_weight_init, device="cpu")
-    rm.init_random_(net, seed)
-    return comfy.controlnet.ControlNet(net, load_device=mm.get_torch_device(), manual_cast_dtype=None)
-
-
 def test_controlnet_foreground_branch_sees_the_cropped_hint(tiny, inference):
     import comfy.utils
     import nodes
 
-    control = tiny_controlnet()
+    control = rm.controlnet(rm.tiny_unet_config(), seed=21)
     # a hint at twice the image size: ControlNet resizes it, the crop must follow
     image = torch.rand(FRAMES, H * 16, W * 16, 3, generator=torch.Generator().manual_seed(3))
     pos, neg = rm.random_text_conditioning(1, 64, 0), rm.random_text_conditioning(1, 64, 1)

@@ -23,7 +23,7 @@ log = logging.getLogger("ocd.report")
 _RUN_WRAPPER_KEY = "ocd_run_report"
 UI_TEXT = "ocd_report"  # UI output key: the report's lines for the node
 UI_DATA = "ocd_run"  # UI output key: the whole report as data (tests read it from /history)
-UI_EVENT = "ocd.report"  # message to the browser: {"node": id, "text": lines}
+UI_EVENT = "ocd.report"  # message to the browser: {"node": id, "text": lines, "run": the report's data}
 
 
 def _count_evaluation(executor, x, timestep, *args, **kwargs):
@@ -108,7 +108,8 @@ def publish(report: RunReport) -> dict:
     log.info(report.summary_line())
     for section in report.sections.values():
         if section.node.node_id is not None:
-            host.send_to_ui(UI_EVENT, {"node": section.node.node_id, "text": report.text(section.node)})
+            host.send_to_ui(UI_EVENT, {"node": section.node.node_id, "text": report.text(section.node),
+                                       "run": report.as_dict()})
     if report.owner is None:
         return {}
     return {UI_TEXT: [report.text(report.owner)], UI_DATA: [report.as_dict()]}

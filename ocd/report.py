@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -112,6 +113,7 @@ class RunReport(SharedAcrossClones):
 
     def __init__(self, owner: NodeRef | None = None):
         self.owner = owner
+        self.run_id = uuid.uuid4().hex  # tells runs apart where their reports are gathered
         self.sections: dict[str, Section] = {}
         self.phases: dict[str, PhaseStats] = {}
         self.phase_name = "sampling"
@@ -204,6 +206,7 @@ class RunReport(SharedAcrossClones):
     def as_dict(self) -> dict:
         """Everything, JSON-able (the sampler node's ``ocd_run`` UI output; tests read it)."""
         return {
+            "run_id": self.run_id,
             "owner": None if self.owner is None else self.owner.key,
             "seconds": time.perf_counter() - self.started,
             "unet_evaluations": self.evaluations,

@@ -1,0 +1,102 @@
+"""The pack's templates (example_workflows/*.json, ComfyUI's UI format) as API-format prompts
+(pure: no ComfyUI import). The headless command (``python -m ocd``) and the tests run the
+templates themselves through this conversion, so they can never drift apart.
+
+The frontend stores widget values positionally (``widgets_values``); ``/object_info`` (or
+the node classes) says which inputs are widgets and in what order. The conversion follows
+the frontend's rules:
+- every widget input, linked or not, owns one slot in ``widgets_values``;
+- an INT with ``control_after_generate`` (and any ``seed``/``noise_seed``) owns a second
+  slot, the control mode;
+- upload buttons are not serialised;
+- muted and bypassed nodes and frontend-only nodes (Notes) are left out.
+A node's title is kept as ``_meta.title``, as the frontend's own API export does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "example_workflows"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _is_widget(spec: list) -> bool:
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("forceInput"):
+        return False
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def _has_control_widget(name: str, spec: list) -> bool:
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed"))
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """A UI-format workflow -> an API-format prompt, with ``object_info`` (what the server's
+    /object_info returns) saying each node's inputs."""
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4) or node["type"] not in object_info:  # muted, bypassed, notes
+            continue
+        info = object_info[node["type"]]
+        linked = {}
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None:
+                _, src_node, src_slot, *_ = links[slot["link"]]
+                linked[slot["name"]] = [str(src_node), src_slot]
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name in info["input_order"].get("required", []) + info["input_order"].get("optional", []):
+            spec = specs[name]
+            if _is_widget(spec):
+                value = values.pop(0) if values else None
+                if _has_control_widget(name, spec) and values:
+                    values.pop(0)
+                if name not in linked and value is not None:
+                    inputs[name] = value
+            if name in linked:
+                inputs[name] = linked[name]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                   "_meta": {"title": node.get("title") or node["type"]}}
+    return prompt
+
+
+def load(name: str) -> dict:
+    """The UI-format template ``name`` (its file name without .json)."""
+    path = TEMPLATES_DIR / f"{name}.json"
+    return json.loads(path.read_text())
+
+
+def set_inputs(prompt: dict, values: dict, class_types: set[str] | None = None) -> list[str]:
+    """Set every unlinked input named in ``values`` (on nodes of ``class_types`` only, when
+    given); returns the ids of the nodes changed."""
+    changed = []
+    for node_id, node in prompt.items():
+        if class_types is not None and node["class_type"] not in class_types:
+            continue
+        for name, value in values.items():
+            if name in node["inputs"] and not isinstance(node["inputs"][name], list):
+                node["inputs"][name] = value
+                changed.append(node_id)
+    return changed
+
+
+def nodes_titled(prompt: dict, title: str) -> list[str]:
+    return [i for i, n in prompt.items() if n.get("_meta", {}).get("title") == title]
+
+
+def feed_from(prompt: dict, class_types: set[str], source: list) -> None:
+    """Every input fed by an output of a ``class_types`` node is fed by ``source`` instead
+    ([node id, slot]); those nodes are then left out if nothing else uses them."""
+    replaced = {i for i, n in prompt.items() if n["class_type"] in class_types}
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] in replaced:
+                node["inputs"][name] = list(source)
+    for i in replaced:
+        del prompt[i]

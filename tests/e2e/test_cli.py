@@ -1,0 +1,59 @@
+"""``python -m ocd``: the templates run headless through ComfyUI's executor, in a process of
+their own as a user runs them (random weights: a smoke run)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import comfy_host
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def ocd(*args, timeout=600):
+    env = {"OCD_HOST_DIR": str(comfy_host.host_dir()), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "ocd", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("pipeline, preset, evaluations", [("inversion", "ocd", 2 + 5), ("control", "vanilla", 2)])
+def test_edit_runs_the_template_and_reports_the_run(tmp_path, test_videos, pipeline, preset, evaluations):
+    from ocd.video.codec import probe_video
+
+    out, report = tmp_path / "edited.mp4", tmp_path / "report.json"
+    done = ocd("edit", str(test_videos["bikes.mp4"]), "--prompt", "a robot riding a bicycle", "--source-prompt",
+               "a man riding a bicycle", "--pipeline", pipeline, "--preset", preset, "--random-weights",
+               "--frames", "2", "--size", "128", "--steps", "2", "--out", str(out), "--report", str(report))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the output is NOT an edit" in done.stderr  # said loudly
+    assert "UNet evaluations" in done.stdout
+    info = probe_video(str(out))
+    assert (info.frame_count, info.width) == (2, 128)
+    data = json.loads(report.read_text())
+    assert data["seconds"] > 0 and data["peak_memory_mib"] > 0
+    # inversion ocd: 2 inversion steps + the dual-rate edit (the crop's inversion 2, foreground 1,
+    # background 1, joint 1); control vanilla: core's KSampler, 2 steps, reported by its patch
+    assert data["unet_evaluations"] == evaluations
+    nodes = {s["name"] for run in data["runs"] for s in run["nodes"].values()}
+    assert "Cross-Frame Attention (OCD)" in nodes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.mp4", "--prompt", "x", "--random-weights"], "video missing.mp4 not found"),
+    (["{bikes}", "--prompt", "x", "--random-weights", "--size", "100"], "--size 100: must be a multiple of 8"),
+    (["{bikes}", "--prompt", "x", "--pipeline", "control", "--preset", "optimized", "--random-weights"],
+     "the control pipeline has ocd, vanilla"),
+    (["{bikes}", "--prompt", "x"], "--checkpoint FILE is needed"),
+    (["{bikes}", "--prompt", "x", "--checkpoint", "nothing.safetensors"], "checkpoint nothing.safetensors not found"),
+])
+def test_bad_arguments_are_one_line_errors_before_any_model_loads(test_videos, args, message):
+    args = [a.replace("{bikes}", str(test_videos["bikes.mp4"])) for a in args]
+    done = ocd("edit", *args, timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, done.stderr[-2000:]

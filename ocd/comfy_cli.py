@@ -198,8 +198,12 @@ def _progress_hook(stream):
     return hook
 
 
-def run_prompt(nodes, prompt: dict) -> tuple[dict, list]:
-    """Validate and execute ``prompt`` with ComfyUI's executor; (outputs per node, messages)."""
+_EXECUTORS: dict = {}
+
+
+def run_prompt(nodes, prompt: dict, cache: bool = False) -> tuple[dict, list]:
+    """Validate and execute ``prompt`` with ComfyUI's executor; (outputs per node, messages).
+    ``cache``: keep node outputs between calls (the bench loads its models once)."""
     import comfy.utils
     import execution
 
@@ -217,7 +221,11 @@ def run_prompt(nodes, prompt: dict) -> tuple[dict, list]:
                             f"({e['errors'][0].get('details', '')})" for i, e in node_errors.items() if e["errors"])
         raise UsageError(f"the workflow is not valid: {error.get('message')} {details}".strip())
     comfy.utils.set_progress_bar_global_hook(_progress_hook(sys.stderr))
-    executor = execution.PromptExecutor(stub, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0})
+    kind = execution.CacheType.CLASSIC if cache else execution.CacheType.NONE
+    executor = _EXECUTORS.get(kind)
+    if executor is None:
+        executor = _EXECUTORS[kind] = execution.PromptExecutor(stub, cache_type=kind, cache_args={"lru": 0, "ram": 0})
+    executor.server = stub
     executor.execute(prompt, prompt_id, {}, outputs)
     if not executor.success:
         for event, data in executor.status_messages:
@@ -285,8 +293,9 @@ def edit(a) -> dict:
     return report
 
 
-def _random_models(base: Path, pipeline: str) -> dict:
-    """Random-weight models for a smoke run (the repository's test builders)."""
+def _random_models(base: Path, pipeline: str, full_architecture: bool = False) -> dict:
+    """Random-weight models (the repository's test builders): the mini SD1.5 UNet for a smoke
+    run, or the full SD1.5 architecture (benchmarks)."""
     import importlib.util
 
     # by path: ComfyUI's own tests/ package is first on sys.path
@@ -300,9 +309,13 @@ def _random_models(base: Path, pipeline: str) -> dict:
     write_mini_sd15_controlnet = random_models.write_mini_sd15_controlnet
     print("WARNING: --random-weights: random models, the output is NOT an edit (a smoke run of the pipeline)",
           file=sys.stderr)
-    names = {"checkpoint": write_mini_sd15_checkpoint(base / "models/checkpoints/random-mini-sd15.safetensors").name}
+    config = random_models.FULL_SD15_UNET if full_architecture else None
+    kind = "full" if full_architecture else "mini"
+    names = {"checkpoint": write_mini_sd15_checkpoint(base / f"models/checkpoints/random-{kind}-sd15.safetensors",
+                                                      unet_config=config).name}
     if pipeline == "control":
-        names["controlnet"] = write_mini_sd15_controlnet(base / "models/controlnet/random-mini-cn.safetensors").name
+        names["controlnet"] = write_mini_sd15_controlnet(base / f"models/controlnet/random-{kind}-cn.safetensors",
+                                                         unet_config=config).name
     return names
 
 
@@ -332,12 +345,21 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--random-weights", action="store_true", help="random models: a smoke run, not an edit")
     e.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
     e.add_argument("--comfyui", help="the ComfyUI folder (with main.py)")
+    from . import comfy_bench
+
+    comfy_bench.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     a = parser().parse_args(argv)
+    a.argv = argv[1:]
     try:
+        if a.command == "bench":
+            from . import comfy_bench
+
+            return comfy_bench.main(a)
         report = edit(a)
     except (UsageError, OCDInputError) as error:
         print(f"error: {error}", file=sys.stderr)

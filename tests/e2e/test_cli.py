@@ -57,3 +57,17 @@ def test_bad_arguments_are_one_line_errors_before_any_model_loads(test_videos, a
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, done.stderr[-2000:]
+
+
+def test_bench_runs_the_presets_side_by_side(test_videos):
+    """A smoke run of ``bench`` (mini random UNet, 2 frames at 64 px, 2 steps): every preset runs in one
+    process and gets its row, timed against vanilla and compared with its frames."""
+    done = ocd("bench", "--pipeline", "control", "--video", str(test_videos["bikes.mp4"]), "--random-weights",
+               "--mini", "--frames", "2", "--size", "64", "--steps", "2", "--no-write", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| vanilla") or line.startswith("| ocd")]
+    assert len(rows) == 2, done.stdout
+    vanilla, ocd_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    assert vanilla[2] == "1.00x" and vanilla[7] == "ref." and ocd_row[2].endswith("x")
+    assert int(vanilla[3]) > 0 and int(ocd_row[3]) > 0  # UNet evaluations counted for both presets
+    assert float(ocd_row[7]) > 0  # PSNR in the object against vanilla

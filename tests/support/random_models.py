@@ -119,14 +119,15 @@ def random_text_conditioning(batch: int, context_dim: int, seed: int, tokens: in
     return [[torch.randn(batch, tokens, context_dim, generator=gen), {}]]
 
 
-def mini_sd15_state_dict(seed: int = 0, dtype=torch.float16) -> dict[str, torch.Tensor]:
-    """State dict of a checkpoint CheckpointLoaderSimple detects as SD1.5."""
+def mini_sd15_state_dict(seed: int = 0, dtype=torch.float16, unet_config: dict | None = None) -> dict[str, torch.Tensor]:
+    """State dict of a checkpoint CheckpointLoaderSimple detects as SD1.5 (the mini UNet, or
+    ``unet_config``'s, e.g. FULL_SD15_UNET)."""
     import comfy.ops
     import comfy.sd1_clip
     import comfy.taesd.taesd
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet_kwargs = dict(MINI_SD15_UNET, num_heads=8, num_head_channels=-1)
+    unet_kwargs = dict(unet_config or MINI_SD15_UNET, num_heads=8, num_head_channels=-1)
     unet = UNetModel(**unet_kwargs, operations=comfy.ops.disable_weight_init, device="cpu")
     clip = comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float32)
     vae = comfy.taesd.taesd.TAESD(latent_channels=4)
@@ -147,14 +148,15 @@ def mini_sd15_state_dict(seed: int = 0, dtype=torch.float16) -> dict[str, torch.
     return state
 
 
-def write_mini_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
-    """Write the mini SD1.5 checkpoint as safetensors (once per test run; ~450 MiB)."""
+def write_mini_sd15_checkpoint(path: Path, seed: int = 0, unet_config: dict | None = None) -> Path:
+    """Write the mini SD1.5 checkpoint as safetensors (once per test run; ~450 MiB), or one
+    with ``unet_config``'s UNet (FULL_SD15_UNET: the real architecture, ~2 GiB)."""
     import safetensors.torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
-    safetensors.torch.save_file(mini_sd15_state_dict(seed), str(tmp))
+    safetensors.torch.save_file(mini_sd15_state_dict(seed, unet_config=unet_config), str(tmp))
     tmp.replace(path)
     return path
 
@@ -205,12 +207,12 @@ def controlnet(unet_config: dict, seed: int = 0):
                                        manual_cast_dtype=None)
 
 
-def write_mini_sd15_controlnet(path: Path, seed: int = 0) -> Path:
-    """A ControlNet file for the mini SD1.5 checkpoint's UNet, in the original ControlNet
-    format (``control_model.*`` keys) that core's ControlNetLoader detects (once per run)."""
+def write_mini_sd15_controlnet(path: Path, seed: int = 0, unet_config: dict | None = None) -> Path:
+    """A ControlNet file for the mini SD1.5 checkpoint's UNet (or ``unet_config``'s), in the
+    original ControlNet format (``control_model.*`` keys) that core's ControlNetLoader detects."""
     import safetensors.torch
 
-    net = controlnet_network(MINI_SD15_UNET, seed, num_heads=8)
+    net = controlnet_network(unet_config or MINI_SD15_UNET, seed, num_heads=8)
     state = {f"control_model.{k}": v.to(torch.float16).contiguous() for k, v in net.state_dict().items()
              if v.is_floating_point()}
     path = Path(path)

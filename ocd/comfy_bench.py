@@ -1,0 +1,237 @@
+"""``python -m ocd bench``: the presets of a pipeline side by side, in one process, through the
+same templates and executor as ``python -m ocd edit`` (the glue; see ocd/comfy_cli.py).
+
+For each preset (vanilla, optimized, ocd): wall time of the edit (the models loaded once
+before, by a one-step warm-up of the same graph), UNet evaluations, latent pixels processed
+(evaluations x frames x latent pixels, from the run reports), peak memory (process RSS on the
+CPU, device memory on a GPU), the attention record, and, against vanilla, the fidelity of
+the decoded frames (PSNR inside and outside the object's mask from Auto Saliency, same seed)
+and the temporal consistency of each preset's output (mean flow-warping error between
+consecutive frames, OpenCV Farneback flow). It rewrites its section of docs/BENCHMARKS.md and
+a plot (docs/benchmarks/e2e-<pipeline>-<device>.png).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+from . import comfy_cli
+
+PRESETS = {"inversion": ["vanilla", "optimized", "ocd"], "control": ["vanilla", "ocd"]}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory of a block above what was resident when it started, in MiB (CPU: the
+    kernel's high-water mark of RSS, reset first; GPU: max_memory_allocated)."""
+
+    def __enter__(self):
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.start = _status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        else:
+            self.mib = (_status_kib("VmHWM") - self.start) / 1024
+        return False
+
+
+def psnr(a, b, region) -> float:
+    sel = region.expand_as(a)
+    mse = float(((a - b)[sel] ** 2).mean()) if bool(sel.any()) else 0.0
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def warping_error(frames) -> float:
+    """Mean |frame t - frame t+1 warped back to t| over consecutive pairs (frames [F,H,W,3] in 0..1)."""
+    import cv2
+    import numpy as np
+
+    images = (frames.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    errors = []
+    h, w = images.shape[1:3]
+    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
+    for a, b in zip(images[:-1], images[1:]):
+        flow = cv2.calcOpticalFlowFarneback(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY),
+                                            None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        warped = cv2.remap(b, grid + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        errors.append(float(np.abs(a.astype(np.float32) - warped.astype(np.float32)).mean() / 255))
+    return sum(errors) / max(1, len(errors))
+
+
+def _decode(path: Path):
+    from .video import codec
+
+    info = codec.probe_video(str(path))
+    selection = codec.select_frames(info)
+    return codec.decode_frames(str(path), selection, (info.width, info.height))
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    """Bars of wall time per preset with their speed-up and PSNR (Pillow, no plotting package)."""
+    from PIL import Image, ImageDraw
+
+    width, height, left, bottom = 640, 300, 120, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), title, fill="black")
+    longest = max(r["seconds"] for r in rows) or 1.0
+    bar_h = (height - bottom - 40) / max(1, len(rows))
+    for i, r in enumerate(rows):
+        y = 40 + i * bar_h
+        length = (width - left - 20) * r["seconds"] / longest
+        draw.rectangle([left, y + 4, left + length, y + bar_h - 4], fill=(70, 120, 200))
+        draw.text((10, y + bar_h / 2 - 6), r["preset"], fill="black")
+        label = f"{r['seconds']:.0f} s, {r['speedup']:.2f}x"
+        if r.get("psnr_in") is not None:
+            label += f", PSNR {r['psnr_in']:.1f}/{r['psnr_out']:.1f} dB"
+        draw.text((left + 6, y + bar_h / 2 - 6), label, fill="white" if length > 260 else "black")
+    draw.text((left, height - bottom + 12), "wall time per preset (PSNR in / outside the object vs vanilla)",
+              fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def bench(a) -> list[dict]:
+    import tempfile
+
+    import torch
+
+    from .masks import saliency
+
+    root = comfy_cli.find_comfyui(a.comfyui)
+    video = Path(a.video)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ocd-bench-") as tmp:
+        base = Path(tmp)
+        for folder in ("input", "output", "temp", "user", "custom_nodes", "models/checkpoints", "models/controlnet"):
+            (base / folder).mkdir(parents=True, exist_ok=True)
+        (base / "custom_nodes" / comfy_cli.PACK_ROOT.name).symlink_to(comfy_cli.PACK_ROOT, target_is_directory=True)
+        names = {"video": comfy_cli._link(base, "input", video, "video", "give the path of a clip")}
+        nodes = comfy_cli.start_comfyui(root, base, a.device == "cpu")
+        if a.random_weights:
+            names.update(comfy_cli._random_models(base, a.pipeline, full_architecture=not a.mini))
+        else:
+            names["checkpoint"] = comfy_cli._link(base, "models/checkpoints", Path(a.checkpoint), "checkpoint",
+                                                  "pass the path of an SD1.5 checkpoint")
+            if a.pipeline == "control":
+                names["controlnet"] = comfy_cli._link(base, "models/controlnet", Path(a.controlnet), "ControlNet",
+                                                      "pass the path of an SD1.5 canny ControlNet")
+        info = comfy_cli.object_info(nodes)
+        for preset in PRESETS[a.pipeline]:
+            job = argparse.Namespace(**{**vars(a), "preset": preset, "out": None, "mask": "auto",
+                                        "object": "man", "seed": 0})
+            prompt = comfy_cli.build_prompt(job, info, names)
+            warm = comfy_cli.build_prompt(argparse.Namespace(**{**vars(job), "steps": 1}), info, names)
+            comfy_cli.run_prompt(nodes, warm, cache=True)  # loads the models (kept) and the clip
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
+                seconds = time.perf_counter() - start
+            report = comfy_cli.summarise(outputs, messages, seconds, memory.mib)
+            saved = next(item for out in outputs.values() for item in out.get("images", [])
+                         if item.get("filename", "").endswith(".mp4"))
+            frames = _decode(base / saved["type"] / saved["subfolder"] / saved["filename"])
+            pixels = sum(p["latent_pixels"] for run in report["runs"] for p in run["phases"].values())
+            records = [s["facts"]["attention_record"] for run in report["runs"] for s in run["nodes"].values()
+                       if "attention_record" in s["facts"]]
+            results.append({"preset": preset, "seconds": seconds, "evaluations": report["unet_evaluations"],
+                            "latent_pixels": pixels, "peak_mib": memory.mib, "frames": frames,
+                            "record": records[0] if records else None,
+                            "warping_error": warping_error(frames)})
+            print(f"{a.pipeline}/{preset}: {seconds:.1f} s, {report['unet_evaluations']} UNet evaluations", flush=True)
+        vanilla = results[0]
+        mask, _ = saliency.auto_saliency(vanilla["frames"])
+        inside = (mask >= 0.5)[..., None]
+        for r in results:
+            r["speedup"] = vanilla["seconds"] / r["seconds"]
+            if r is not vanilla:
+                r["psnr_in"] = psnr(r["frames"], vanilla["frames"], inside)
+                r["psnr_out"] = psnr(r["frames"], vanilla["frames"], ~inside)
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return results
+
+
+def write(a, results: list[dict]) -> str:
+    """The docs/BENCHMARKS.md section and the plot; returns the section's text."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ocd_bench_report", comfy_cli.PACK_ROOT / "scripts" / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    header = ["preset", "wall s", "speed-up vs vanilla", "UNet evaluations", "latent pixels", "peak memory MiB",
+              "attention record", "PSNR in object dB", "PSNR outside dB", "flow-warping error"]
+    rows = []
+    for r in results:
+        record = r["record"]
+        rows.append([r["preset"], f"{r['seconds']:.1f}", f"{r['speedup']:.2f}x", r["evaluations"],
+                     f"{r['latent_pixels']:.3g}", f"{r['peak_mib']:.0f}",
+                     f"{record['MiB']} MiB {record['dtype']} on {record['device']}" if record else "-",
+                     f"{r['psnr_in']:.2f}" if "psnr_in" in r else "ref.",
+                     f"{r['psnr_out']:.2f}" if "psnr_out" in r else "ref.", f"{r['warping_error']:.4f}"])
+    name = f"e2e-{a.pipeline}-{a.device}-{a.frames}x{a.size}"
+    plot = comfy_cli.PACK_ROOT / "docs" / "benchmarks" / f"{name}.png"
+    weights = ("random weights (" + ("mini SD1.5 UNet" if a.mini else "the full SD1.5 architecture") + ")"
+               if a.random_weights else f"checkpoint {Path(a.checkpoint).name}")
+    body = (f"## End to end: the {a.pipeline} pipeline's presets ({a.device}, {a.frames} x {a.size})\n\n"
+            f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
+            f"- date: {report.today()}\n- the templates of `python -m ocd edit` (docs/README), {weights}, the "
+            f"clip {Path(a.video).name}; fidelity against vanilla on the decoded frames, the object's mask from "
+            f"Auto Saliency; plot: `docs/benchmarks/{plot.name}`\n\n"
+            + report.markdown_table(header, rows) + "\n")
+    if not a.no_write:
+        _plot(results, plot, f"{a.pipeline} pipeline, {a.frames} x {a.size}px, {a.device}")
+        report.write_section(name, body)
+    return body
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser("bench", help="run a pipeline's presets side by side and write docs/BENCHMARKS.md")
+    b.add_argument("--video", default=str(comfy_cli.PACK_ROOT / ".comfy" / "testdata" / "bikes.mp4"))
+    b.add_argument("--pipeline", choices=sorted(PRESETS), default="inversion")
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    b.add_argument("--frames", type=int, default=8)
+    b.add_argument("--size", type=int, default=256)
+    b.add_argument("--steps", type=int, help="sampling steps of every preset (default: each template's own)")
+    b.add_argument("--prompt", default="a robot riding a bicycle on a street")
+    b.add_argument("--source-prompt", default="a man riding a bicycle on a street")
+    b.add_argument("--checkpoint")
+    b.add_argument("--controlnet")
+    b.add_argument("--random-weights", action="store_true", help="random models with the real SD1.5 architecture")
+    b.add_argument("--mini", action="store_true", help="with --random-weights: the mini SD1.5 UNet (a smoke run)")
+    b.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    b.add_argument("--comfyui")
+    b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
+
+
+def main(a) -> int:
+    if not a.random_weights and a.checkpoint is None:
+        raise comfy_cli.UsageError("--checkpoint FILE is needed, or --random-weights")
+    results = bench(a)
+    print(write(a, results))
+    return 0

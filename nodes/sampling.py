@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..ocd import host
 from ..ocd.sampling.comfy_sampler import sample_dual_rate
 from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
+from ._inputs import OCDNode
 from ._report import new_report, publish
 
 
@@ -37,7 +38,7 @@ def dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend) 
     return DualRateSettings(float(background_step_ratio), float(blend_point), int(crop_padding), blend)
 
 
-class DualRateKSampler(io.ComfyNode):
+class DualRateKSampler(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

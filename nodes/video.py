@@ -13,8 +13,9 @@ from comfy_api.latest import io, ui
 
 from ..ocd import host
 from ..ocd.errors import OCDInputError
-from ..ocd.paths import resolve_inside
+from ..ocd.paths import check_prefix_inside, resolve_inside
 from ..ocd.video import codec
+from ._inputs import OCDNode
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif", ".webp")
 
@@ -34,11 +35,17 @@ def _input_videos() -> list[str]:
     return sorted(names)
 
 
-def _video_path(video: str) -> str:
-    return resolve_inside(folder_paths.get_input_directory(), video, input_name="video")
+def _video_path(video: str | None) -> str:
+    root = folder_paths.get_input_directory()
+    if not video:  # the frontend sends nothing when the input folder has no video to offer
+        raise OCDInputError("video", f"no video chosen: put a video ({', '.join(VIDEO_EXTENSIONS)}) into {root} "
+                            "or use the upload button of the node, then refresh the browser")
+    return resolve_inside(root, video, input_name="video")
 
 
-class LoadVideo(io.ComfyNode):
+class LoadVideo(OCDNode):
+    INPUT_CHECKS = {"video": _video_path}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -101,15 +108,7 @@ class LoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, video: str, **kwargs) -> bool | str:
-        try:
-            _video_path(video)
-        except OCDInputError as e:
-            return str(e)
-        return True
-
-    @classmethod
-    def fingerprint_inputs(cls, video: str, **kwargs):
+    def fingerprint_inputs(cls, video: str | None = None, **kwargs):
         try:
             return os.path.getmtime(_video_path(video))
         except OCDInputError:
@@ -140,7 +139,10 @@ class LoadVideo(io.ComfyNode):
         )
 
 
-class SaveVideo(io.ComfyNode):
+class SaveVideo(OCDNode):
+    # the prefix is checked before the run (nothing may be created for a refused prompt)
+    INPUT_CHECKS = {"filename_prefix": lambda prefix: check_prefix_inside(folder_paths.get_output_directory(), prefix)}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -210,7 +212,7 @@ class SaveVideo(io.ComfyNode):
         return io.NodeOutput(relative, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)]))
 
 
-class VideoInfoNode(io.ComfyNode):
+class VideoInfoNode(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -24,6 +24,7 @@ DUMMY_SAM = "ocd-sweep-dummy.pth"  # only has to exist: no prompt here runs SAM 
 PROVIDERS = {
     "IMAGE": ("OCD_LoadVideo", {"video": "bikes.mp4", "frame_load_cap": 2, "width": 64}, 0),
     "VHS_VIDEOINFO": ("OCD_LoadVideo", {"video": "bikes.mp4", "frame_load_cap": 2, "width": 64}, 2),
+    "AUDIO": ("OCD_LoadVideo", {"video": "bikes.mp4", "frame_load_cap": 2, "width": 64}, 3),
     "MASK": ("SolidMask", {"value": 1.0, "width": 64, "height": 64}, 0),
     "LATENT": ("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}, 0),
     "MODEL": ("CheckpointLoaderSimple", {"ckpt_name": MINI_CHECKPOINT}, 0),

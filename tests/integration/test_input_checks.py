@@ -84,6 +84,8 @@ def test_linked_values_are_checked_before_the_node_runs(run, ocd_nodes, comfy, i
         ("format", "avi", "must be one of"),
         ("images", [1, 2], "must be an IMAGE"),
         ("images", torch.rand(16, 16, 3), "must be an IMAGE"),
+        ("audio", {"waveform": torch.zeros(2, 5)}, "must be an AUDIO"),
+        ("video_info", "25 fps", "must be a dict"),
     ):
         with pytest.raises(ValueError, match=f"input '{name}': {message}"):
             run(ocd_nodes["OCD_SaveVideo"], **{**save, name: value})

@@ -42,7 +42,8 @@ def test_frontend_extension_is_served(server):
     scripts = server.get("/extensions")
     assert f"/extensions/{PACK_DIR_NAME}/ocd_video.js" in scripts
     source = server.get(f"/extensions/{PACK_DIR_NAME}/ocd_video.js")
-    assert b"OCD_LoadVideo" in source
+    assert b"OCD_LoadVideo" in source and b'from "./ocd_node_text.js"' in source
+    assert b"export function showNodeText" in server.get(f"/extensions/{PACK_DIR_NAME}/ocd_node_text.js")
 
 
 def test_load_save_example_runs(server, object_info):

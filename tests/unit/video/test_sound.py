@@ -4,6 +4,7 @@ the time range of a frame selection, the sound of that range (bigbuckbunny.mp4 h
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 
@@ -170,3 +171,20 @@ def test_files_get_the_usual_permissions(tmp_path, umask):
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, fmt
     finally:
         os.umask(old)
+
+
+def test_a_5_1_audio_is_written_as_stereo_of_the_right_length(tmp_path):
+    """Core's Get Video Components passes 5.1 on as 6 channels; the file gets stereo (PyAV's
+    downmix), as long as the video, the front-left sound on the left."""
+    rate = 48000
+    wave = torch.zeros(1, 6, rate)
+    wave[0, 0] = torch.sin(torch.arange(rate) / rate * 2 * math.pi * 440) * 0.5
+    data, rate, _ = codec.sound_for_video({"waveform": wave, "sample_rate": rate}, 1.0)
+    path = codec.encode_video(np.zeros((25, 16, 16, 3), np.uint8), str(tmp_path / "six.mp4"), 25.0, "mp4",
+                              sound=(data, rate))
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        assert stream.layout.name == "stereo"
+        samples = np.concatenate([f.to_ndarray() for f in container.decode(stream)], 1)
+    assert abs(samples.shape[1] / rate - 1.0) < 0.03
+    assert np.abs(samples[0]).max() > 0.3 and np.abs(samples[1]).max() < 0.01

@@ -13,13 +13,14 @@ from ..ocd.attention.cross_frame import CROSS_FRAME_MODES
 from ..ocd.attention.token_merge import PAIRING_MODES, MergeStore, TokenMergeSettings, parse_blocks
 from ..ocd.errors import OCDInputError
 from ..ocd.masks.ops import normalize_mask
+from ._inputs import OCDNode
 from ._report import node_ref
 
 # A record of merge indices shared between two samplers (see docs/attention.md): the
 # recording OCD_TokenMerge outputs it, the replaying one takes it as input.
 MergeRecord = io.Custom("OCD_MERGE_RECORD")
 
-class CrossFrameAttention(io.ComfyNode):
+class CrossFrameAttention(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -55,7 +56,9 @@ class CrossFrameAttention(io.ComfyNode):
         return io.NodeOutput(comfy_patches.apply_cross_frame_attention(model, mode, window_size, node))
 
 
-class TokenMerge(io.ComfyNode):
+class TokenMerge(OCDNode):
+    INPUT_CHECKS = {"blocks": parse_blocks}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -14,6 +14,7 @@ from ..ocd.errors import OCDInputError
 from ..ocd.inversion import comfy_passes
 from ..ocd.inversion.record import CROSS_ATTENTION, ensure_record
 from ..ocd.inversion.solvers import SOLVERS
+from ._inputs import OCDNode
 from ._report import new_report, publish
 from .sampling import dual_rate_inputs, dual_rate_settings
 
@@ -37,7 +38,7 @@ def _edit_inputs() -> list:
     ]
 
 
-class InvertLatents(io.ComfyNode):
+class InvertLatents(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -125,7 +126,7 @@ class InvertLatents(io.ComfyNode):
         return io.NodeOutput(out, record, ui=publish(report))
 
 
-class EditFromInversion(io.ComfyNode):
+class EditFromInversion(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -165,7 +166,7 @@ class EditFromInversion(io.ComfyNode):
         return io.NodeOutput(out, ui=publish(report))
 
 
-class DualRateEditFromInversion(io.ComfyNode):
+class DualRateEditFromInversion(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -213,7 +214,7 @@ class DualRateEditFromInversion(io.ComfyNode):
         return io.NodeOutput(out, ui=publish(report))
 
 
-class InversionSampler(io.ComfyNode):
+class InversionSampler(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -235,7 +236,7 @@ class InversionSampler(io.ComfyNode):
         return io.NodeOutput(comfy_passes.ocd_sampler(solver))
 
 
-class CrossAttentionMask(io.ComfyNode):
+class CrossAttentionMask(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

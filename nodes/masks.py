@@ -21,6 +21,7 @@ from ..ocd import host
 from ..ocd.errors import OCDInputError
 from ..ocd.masks import ops as mask_ops
 from ..ocd.masks import saliency, sam_video
+from ._inputs import OCDNode
 
 SAMS_FOLDER = "sams"  # the folder name other SAM packs (Impact Pack, segment_anything nodes) use
 
@@ -45,7 +46,17 @@ def _sams_hint() -> str:
             f"sam_vit_h_4b8939.pth) into {folders[0]} and refresh the browser")
 
 
-class SAMLoader(io.ComfyNode):
+def _sam_path(sam_name: str | None) -> str:
+    path = folder_paths.get_full_path(SAMS_FOLDER, sam_name) if sam_name else None
+    if path is None:  # no name: the frontend sends nothing while models/sams is empty
+        raise OCDInputError("sam_name", f"'{sam_name}' was not found; {_sams_hint()}" if sam_name
+                            else f"no checkpoint chosen; {_sams_hint()}")
+    return path
+
+
+class SAMLoader(OCDNode):
+    INPUT_CHECKS = {"sam_name": _sam_path}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         register_sams_folder()  # also here: a folder config reloaded after import keeps it
@@ -71,16 +82,8 @@ class SAMLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sam_name: str, **kwargs) -> bool | str:
-        if folder_paths.get_full_path(SAMS_FOLDER, sam_name) is None:
-            return str(OCDInputError("sam_name", f"'{sam_name}' was not found; {_sams_hint()}"))
-        return True
-
-    @classmethod
     def execute(cls, sam_name: str, device: str) -> io.NodeOutput:
-        path = folder_paths.get_full_path(SAMS_FOLDER, sam_name)
-        if path is None:
-            raise OCDInputError("sam_name", f"'{sam_name}' was not found; {_sams_hint()}")
+        path = _sam_path(sam_name)
         state = sam_video.read_checkpoint(path)
         model_type = sam_video.detect_model_type(state)
         sam = sam_video.build_sam(model_type, state)
@@ -96,7 +99,9 @@ def _send_frames_to_editor(unique_id, images: torch.Tensor) -> None:
     host.send_to_ui("ocd.sam_frames", {"node": str(unique_id), "frames": frames})
 
 
-class SAMVideoMask(io.ComfyNode):
+class SAMVideoMask(OCDNode):
+    INPUT_CHECKS = {"prompts": sam_video.read_prompts}  # the JSON's form; its content needs the frames
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -161,7 +166,7 @@ def _mask_previews(images: torch.Tensor, masks: torch.Tensor) -> dict:
     return {"ocd_overlays": overlays, "ocd_frames": frames}
 
 
-class AutoSaliency(io.ComfyNode):
+class AutoSaliency(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -221,7 +226,7 @@ class AutoSaliency(io.ComfyNode):
         return io.NodeOutput(mask, soft, ui=ui.PreviewImage(sam_video.overlay(images, mask)))
 
 
-class MaskOps(io.ComfyNode):
+class MaskOps(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

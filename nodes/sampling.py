@@ -13,6 +13,7 @@ from ..ocd.sampling.comfy_feature_reuse import apply_feature_reuse
 from ..ocd.sampling.comfy_sampler import sample_dual_rate
 from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
 from ..ocd.sampling.feature_reuse import FeatureReuseSettings
+from ._inputs import OCDNode
 from ._report import new_report, node_ref, publish
 
 
@@ -40,7 +41,7 @@ def dual_rate_settings(background_step_ratio, blend_point, crop_padding, blend) 
     return DualRateSettings(float(background_step_ratio), float(blend_point), int(crop_padding), blend)
 
 
-class DualRateKSampler(io.ComfyNode):
+class DualRateKSampler(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -92,7 +93,7 @@ class DualRateKSampler(io.ComfyNode):
         return io.NodeOutput(result.latent, ui=publish(report))
 
 
-class FeatureReuse(io.ComfyNode):
+class FeatureReuse(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -1,11 +1,13 @@
-"""Video nodes: load a clip from ComfyUI's input folder, save frames as a video.
+"""Video nodes: load a clip (frames and sound) from ComfyUI's input folder, save frames (and
+sound) as a video with the workflow inside.
 
 Thin wrappers over ocd.video.codec; the nodes only translate between ComfyUI (folders,
-progress bar, interruption, UI previews) and the library.
+progress bar, interruption, UI previews, the prompt and workflow) and the library.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import folder_paths
@@ -13,8 +15,11 @@ from comfy_api.latest import io, ui
 
 from ..ocd import host
 from ..ocd.errors import OCDInputError
-from ..ocd.paths import resolve_inside
+from ..ocd.paths import check_prefix_inside, resolve_inside
 from ..ocd.video import codec
+from ._inputs import OCDNode
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif", ".webp")
 
@@ -34,11 +39,17 @@ def _input_videos() -> list[str]:
     return sorted(names)
 
 
-def _video_path(video: str) -> str:
-    return resolve_inside(folder_paths.get_input_directory(), video, input_name="video")
+def _video_path(video: str | None) -> str:
+    root = folder_paths.get_input_directory()
+    if not video:  # the frontend sends nothing when the input folder has no video to offer
+        raise OCDInputError("video", f"no video chosen: put a video ({', '.join(VIDEO_EXTENSIONS)}) into {root} "
+                            "or use the upload button of the node, then refresh the browser")
+    return resolve_inside(root, video, input_name="video")
 
 
-class LoadVideo(io.ComfyNode):
+class LoadVideo(OCDNode):
+    INPUT_CHECKS = {"video": _video_path}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -97,19 +108,17 @@ class LoadVideo(io.ComfyNode):
                     tooltip="Source and loaded fps, frame count, duration and size "
                     "(VideoHelperSuite's VHS_VIDEOINFO keys).",
                 ),
+                io.Audio.Output(
+                    display_name="audio",
+                    tooltip="The sound of exactly the loaded frames' time range (skip, cap, every-nth "
+                    "and force_rate applied), mono or stereo (5.1 is downmixed). A video without "
+                    "sound gives silence of that length.",
+                ),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, video: str, **kwargs) -> bool | str:
-        try:
-            _video_path(video)
-        except OCDInputError as e:
-            return str(e)
-        return True
-
-    @classmethod
-    def fingerprint_inputs(cls, video: str, **kwargs):
+    def fingerprint_inputs(cls, video: str | None = None, **kwargs):
         try:
             return os.path.getmtime(_video_path(video))
         except OCDInputError:
@@ -130,30 +139,39 @@ class LoadVideo(io.ComfyNode):
             progress.set(index + 1)
 
         frames = codec.decode_frames(path, selection, size, resize_mode, on_frame=on_frame)
+        sound = codec.decode_audio(path, selection.start, selection.duration)
+        if sound.warning:
+            log.warning("Load Video (OCD) %s: %s", video, sound.note)
         summary = (
-            f"{len(selection)} frames at {selection.fps:g} fps, {size[0]}x{size[1]} "
-            f"(source: {info.frame_count} frames at {info.fps:g} fps, {info.width}x{info.height})"
+            f"{len(selection)} frames at {selection.fps:g} fps, {size[0]}x{size[1]}, "
+            f"{selection.duration:.2f} s from {selection.start:.2f} s\n"
+            f"source: {info.frame_count} frames at {info.fps:g} fps, {info.width}x{info.height}\n"
+            f"{sound.note}"
         )
         return io.NodeOutput(
-            frames, len(selection), codec.video_info_dict(info, selection, size),
+            frames, len(selection), codec.video_info_dict(info, selection, size), sound.as_audio(),
             ui=ui.PreviewText(summary),  # shown on the node by web/ocd_video.js
         )
 
 
-class SaveVideo(io.ComfyNode):
+class SaveVideo(OCDNode):
+    # the prefix is checked before the run (nothing may be created for a refused prompt)
+    INPUT_CHECKS = {"filename_prefix": lambda prefix: check_prefix_inside(folder_paths.get_output_directory(), prefix)}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="OCD_SaveVideo",
             display_name="Save Video (OCD)",
             category="OCD/video",
-            description="Saves IMAGE frames as an h264 mp4, animated webp or gif and previews it.",
+            description="Saves IMAGE frames, with their sound, as an h264 mp4 (AAC sound), VP9 webm (Opus "
+            "sound), animated webp or gif, and previews it. mp4 and webm carry the prompt and workflow.",
             inputs=[
                 io.Image.Input("images", tooltip="The frames to save, in order."),
                 io.Float.Input(
                     "frame_rate", default=8.0, min=0.01, max=1000.0, step=0.01,
-                    tooltip="Playback rate in frames per second (connect video_info's loaded_fps "
-                    "to keep the source timing).",
+                    tooltip="Playback rate in frames per second. Ignored when video_info is connected: "
+                    "its loaded frame rate is used, so the clip keeps its source timing.",
                 ),
                 io.String.Input(
                     "filename_prefix", default="OCD/video",
@@ -162,18 +180,30 @@ class SaveVideo(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "format", options=list(codec.SAVE_FORMATS), default="mp4",
-                    tooltip="mp4: h264 (yuv420p, plays everywhere); webp: animated WebP; gif: "
-                    "256-colour animated GIF.",
+                    tooltip="mp4: h264 (yuv420p, plays everywhere) with AAC sound; webp: animated WebP; "
+                    "gif: 256-colour animated GIF (neither image format carries sound); webm: VP9 with "
+                    "Opus sound.",
                 ),
                 io.Int.Input(
                     "crf", default=19, min=0, max=51,
-                    tooltip="Quality: lower is better and larger. h264 constant rate factor for "
-                    "mp4 (19 is visually near-lossless); for webp 0 = lossless. Ignored for gif.",
+                    tooltip="Quality: lower is better and larger. h264 (mp4) and VP9 (webm) constant "
+                    "rate factor (19 is visually near-lossless); for webp 0 = lossless. Ignored for gif.",
                 ),
                 io.Boolean.Input(
                     "save_output", default=True,
                     tooltip="Save into the output folder; off = a temporary preview that ComfyUI "
                     "deletes on restart.",
+                ),
+                io.Audio.Input(
+                    "audio", optional=True,
+                    tooltip="Sound to put in the video (Load Video's audio, or any AUDIO), trimmed or "
+                    "padded with silence to the video's length. AAC in mp4, Opus in webm; gif and "
+                    "webp cannot carry it (dropped, with a note).",
+                ),
+                VideoInfo.Input(
+                    "video_info", optional=True,
+                    tooltip="Load Video's video_info: when connected, its loaded frame rate is used "
+                    "instead of frame_rate, so the saved clip plays at the speed it was loaded at.",
                 ),
             ],
             outputs=[
@@ -187,8 +217,22 @@ class SaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, frame_rate, filename_prefix, format, crf, save_output) -> io.NodeOutput:
+    def execute(cls, images, frame_rate, filename_prefix, format, crf, save_output, audio=None,
+                video_info=None) -> io.NodeOutput:
         frames = codec.to_uint8_frames(images)
+        notes = []
+        if video_info is not None:
+            frame_rate = codec.loaded_fps(video_info)
+            notes.append(f"{frame_rate:g} fps from video_info (the frame_rate widget is not used)")
+        duration = len(frames) / frame_rate
+        sound = None
+        if audio is not None and format not in codec.SOUND_FORMATS:
+            notes.append(f"{format} cannot carry sound: the audio input was dropped (save as mp4 or webm to keep it)")
+            log.warning("Save Video (OCD): %s", notes[-1])
+        elif audio is not None:
+            data, rate, note = codec.sound_for_video(audio, duration)
+            sound = (data, rate)
+            notes.append(note)
         folder = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
         folder_type = io.FolderType.output if save_output else io.FolderType.temp
         try:
@@ -199,18 +243,28 @@ class SaveVideo(io.ComfyNode):
             raise OCDInputError("filename_prefix", f"'{filename_prefix}' is not allowed: {e}") from None
         os.makedirs(full_folder, exist_ok=True)
         file = f"{filename}_{counter:05}_.{format}"  # core's pattern: its counter scan expects it
-        metadata = {}
-        if cls.hidden.prompt is not None:
-            metadata["prompt"] = json.dumps(cls.hidden.prompt)
-        if cls.hidden.extra_pnginfo is not None:
-            for key, value in cls.hidden.extra_pnginfo.items():
-                metadata[key] = json.dumps(value)
-        codec.encode_video(frames, os.path.join(full_folder, file), frame_rate, format, crf, metadata)
+        metadata = _workflow_metadata(cls.hidden) if format in codec.SOUND_FORMATS else {}
+        codec.encode_video(frames, os.path.join(full_folder, file), frame_rate, format, crf, metadata, sound)
         relative = f"{subfolder}/{file}" if subfolder else file
-        return io.NodeOutput(relative, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)]))
+        summary = "\n".join([f"saved {relative}: {len(frames)} frames at {frame_rate:g} fps, {duration:.2f} s",
+                             *notes])
+        preview = ui.PreviewVideo([ui.SavedResult(file, subfolder, folder_type)]).as_dict()
+        # the note shows under the node (web/ocd_report.js shows 'ocd_report' of every OCD node)
+        return io.NodeOutput(relative, ui={**preview, "ocd_report": [summary]})
 
 
-class VideoInfoNode(io.ComfyNode):
+def _workflow_metadata(hidden) -> dict[str, str]:
+    """The prompt and the workflow (extra_pnginfo) as JSON text, as core's savers embed them."""
+    metadata = {}
+    if hidden.prompt is not None:
+        metadata["prompt"] = json.dumps(hidden.prompt)
+    if hidden.extra_pnginfo is not None:
+        for key, value in hidden.extra_pnginfo.items():
+            metadata[key] = json.dumps(value)
+    return metadata
+
+
+class VideoInfoNode(OCDNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -28,3 +28,17 @@ def resolve_inside(root: str, name: str, input_name: str = "file") -> str:
     if not os.path.isfile(real):
         raise OCDInputError(input_name, f"no file '{name}' in {root}")
     return real
+
+
+def check_prefix_inside(root: str, prefix: str, input_name: str = "filename_prefix") -> str:
+    """Refuse a save prefix (``sub/folder/name``) that is empty or would leave ``root``; creates
+    nothing (ComfyUI's own path helper makes the folder, so it cannot serve as a check)."""
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise OCDInputError(input_name, "is empty: give a file name prefix such as 'OCD/video'")
+    if os.path.isabs(prefix) or os.path.splitdrive(prefix)[0] != "":
+        raise OCDInputError(input_name, f"'{prefix}' is an absolute path; give a prefix inside {root}")
+    real_root = os.path.abspath(root)
+    folder = os.path.abspath(os.path.join(real_root, os.path.dirname(os.path.normpath(prefix))))
+    if os.path.commonpath([real_root, folder]) != real_root:
+        raise OCDInputError(input_name, f"'{prefix}' leaves the folder {root}")
+    return prefix

@@ -29,7 +29,8 @@ sys.path.append(str(REPO_ROOT))
 from tests.support import comfy_host  # noqa: E402
 
 PACK_DIR_NAME = "comfyui-ocd"
-TEST_VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
+# bigbuckbunny.mp4 has a sound track (48 kHz AAC 5.1); the other two have none
+TEST_VIDEOS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 
 
 @pytest.fixture(scope="session")

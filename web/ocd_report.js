@@ -5,57 +5,12 @@
 // The text lives in a DOM element, never in widgets_values: saved workflows stay as they were.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { showNodeText } from "./ocd_node_text.js";
 
 const WIDGET = "ocd_run_report";
-const MAX_LINES = 14;
-const LINE_PX = 14;
-const CHAR_PX = 6.7; // width of one character of the 11 px monospace font
 
 function showReport(node, text) {
-  if (!node || !text) return;
-  let widget = node.widgets?.find((w) => w.name === WIDGET);
-  if (!widget) {
-    const element = document.createElement("div");
-    element.className = "ocd-run-report";
-    Object.assign(element.style, {
-      font: `11px/${LINE_PX}px monospace`,
-      whiteSpace: "pre-wrap",
-      overflowWrap: "anywhere",
-      overflowY: "auto",
-      color: "var(--input-text, #ddd)",
-      background: "var(--comfy-input-bg, #222)",
-      borderRadius: "4px",
-      padding: "4px",
-      boxSizing: "border-box",
-      width: "100%",
-    });
-    // as tall as the text wrapped to the node's width (capped; it scrolls beyond), never
-    // wider than the node already is
-    const height = () => {
-      const perLine = Math.max(20, Math.floor(((element.clientWidth || node.size[0] - 20) - 8) / CHAR_PX));
-      const lines = (element.textContent || "").split("\n")
-        .reduce((sum, line) => sum + Math.max(1, Math.ceil(line.length / perLine)), 0);
-      return Math.min(MAX_LINES, lines) * LINE_PX + 10;
-    };
-    widget = node.addDOMWidget(WIDGET, "ocd_report", element, {
-      serialize: false,
-      hideOnZoom: false,
-      getMinHeight: height,
-      getHeight: height,
-    });
-    widget.serialize = false;
-    widget.element = element;
-    widget.computeSize = (width) => [width, height()];
-  }
-  widget.element.textContent = text;
-  widget.element.title = text;
-  // once the frontend has laid the widget out: tall enough for the text, the width kept
-  requestAnimationFrame(() => {
-    const width = node.size[0];
-    node.setSize([width, Math.max(node.size[1], node.computeSize([width, node.size[1]])[1])]);
-    node.size[0] = width;
-    node.setDirtyCanvas?.(true, true);
-  });
+  showNodeText(node, WIDGET, text, { className: "ocd-run-report", maxLines: 14 });
 }
 
 app.registerExtension({

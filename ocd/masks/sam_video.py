@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import OCDInputError
 from . import saliency
 
@@ -262,6 +263,38 @@ class Prompts:
 EMPTY_PROMPTS = {"frame": 0, "width": 0, "height": 0, "points": [], "labels": [], "box": None}
 
 
+PROMPTS_FORM = ('{"frame": 0, "width": 0, "height": 0, "points": [[x, y], ...], "labels": [1, 0, ...], '
+                '"box": [x0, y0, x1, y1] or null}')
+
+
+def read_prompts(prompts: str | dict, input_name: str = "prompts") -> dict:
+    """The prompt JSON of OCD_SAMVideoMask, its form checked without the frames: an object whose
+    fields have the right types (``PROMPTS_FORM``). Empty prompts pass (the editor's first run);
+    what needs the frames (key frame in range, points inside) is ``parse_prompts``' part."""
+    data = checks.json_object(input_name, prompts, PROMPTS_FORM)
+    checks.field(input_name, data, "frame", PROMPTS_FORM, kind="int", default=0, minimum=0)
+    for key in ("width", "height"):
+        if data.get(key) is not None:
+            checks.field(input_name, data, key, PROMPTS_FORM, kind="number", minimum=0)
+    points = checks.field(input_name, data, "points", PROMPTS_FORM, kind="null|list") or []
+    if not all(isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in points):
+        raise OCDInputError(input_name, f"field 'points' must be a list of [x, y] number pairs, got "
+                            f"{json.dumps(points)[:60]}; expected the form {PROMPTS_FORM}")
+    labels = checks.field(input_name, data, "labels", PROMPTS_FORM, kind="null|list")
+    if labels is not None and not all(v in (0, 1) and not isinstance(v, bool) for v in labels):
+        raise OCDInputError(input_name, f"field 'labels' must list 1 (object) or 0 (background) per point, got "
+                            f"{json.dumps(labels)[:60]}; expected the form {PROMPTS_FORM}")
+    box = checks.field(input_name, data, "box", PROMPTS_FORM, kind="null|list")
+    if box is not None and not (len(box) == 4 and all(_is_number(v) for v in box)):
+        raise OCDInputError(input_name, f"field 'box' must be [x0, y0, x1, y1] or null, got "
+                            f"{json.dumps(box)[:60]}; expected the form {PROMPTS_FORM}")
+    return data
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def parse_prompts(prompts: str | dict, frame_count: int, height: int, width: int,
                   input_name: str = "prompts") -> Prompts:
     """The prompt JSON of OCD_SAMVideoMask -> ``Prompts`` in the frames' pixels.
@@ -270,17 +303,9 @@ def parse_prompts(prompts: str | dict, frame_count: int, height: int, width: int
     "box": [x0, y0, x1, y1] | null}``; ``width``/``height`` are the size of the image the
     prompts were placed on (0 or absent = the frames' size); labels default to 1 (positive).
     """
-    if isinstance(prompts, str):
-        try:
-            data = json.loads(prompts) if prompts.strip() else {}
-        except json.JSONDecodeError as e:
-            raise OCDInputError(input_name, f"is not valid JSON ({e})") from None
-    else:
-        data = prompts
-    if not isinstance(data, dict):
-        raise OCDInputError(input_name, "must be a JSON object with 'points', 'labels', 'box' and 'frame'")
+    data = read_prompts(prompts, input_name)
     frame = data.get("frame", 0)
-    if not isinstance(frame, int) or not 0 <= frame < frame_count:
+    if not 0 <= frame < frame_count:
         raise OCDInputError(input_name, f"key frame {frame!r} is outside the video (0..{frame_count - 1})")
     ref_w = float(data.get("width") or width)
     ref_h = float(data.get("height") or height)
@@ -288,17 +313,12 @@ def parse_prompts(prompts: str | dict, frame_count: int, height: int, width: int
         raise OCDInputError(input_name, f"width/height of the prompted image must be positive, got {ref_w}x{ref_h}")
     sx, sy = width / ref_w, height / ref_h
 
-    raw_points = data.get("points") or []
-    try:
-        points = np.asarray(raw_points, dtype=np.float64).reshape(-1, 2)
-    except (ValueError, TypeError):
-        raise OCDInputError(input_name, f"points must be a list of [x, y] pairs, got {raw_points!r}") from None
+    # the fields' types were checked by read_prompts
+    points = np.asarray(data.get("points") or [], dtype=np.float64).reshape(-1, 2)
     labels = data.get("labels")
     labels = np.ones(len(points), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(labels) != len(points):
         raise OCDInputError(input_name, f"{len(points)} points but {len(labels)} labels; give one label (1 or 0) per point")
-    if not np.isin(labels, (0, 1)).all():
-        raise OCDInputError(input_name, f"labels must be 1 (object) or 0 (background), got {labels.tolist()}")
     for x, y in points:
         if not (0 <= x <= ref_w and 0 <= y <= ref_h):
             raise OCDInputError(
@@ -308,10 +328,7 @@ def parse_prompts(prompts: str | dict, frame_count: int, height: int, width: int
 
     box = data.get("box")
     if box is not None:
-        try:
-            box = np.asarray(box, dtype=np.float64).reshape(4)
-        except (ValueError, TypeError):
-            raise OCDInputError(input_name, f"box must be [x0, y0, x1, y1], got {data.get('box')!r}") from None
+        box = np.asarray(box, dtype=np.float64)
         x0, y0, x1, y1 = min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])
         if x1 <= 0 or y1 <= 0 or x0 >= ref_w or y0 >= ref_h:
             raise OCDInputError(input_name, f"box {box.tolist()} lies outside the {ref_w:g}x{ref_h:g} frame")

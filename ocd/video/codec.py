@@ -1,13 +1,16 @@
-"""Video in and out: probing, frame selection, resizing to a latent-friendly size, encoding.
+"""Video in and out: probing, frame selection, resizing to a latent-friendly size, the sound
+of the selected time range, encoding with sound and metadata.
 
 Decoding and encoding use PyAV (shipped with ComfyUI), resizing uses OpenCV. Frames travel
-as ComfyUI IMAGE tensors: float32 ``[F, H, W, 3]`` in 0..1.
+as ComfyUI IMAGE tensors: float32 ``[F, H, W, 3]`` in 0..1; sound as core's AUDIO layout,
+float32 ``[1, channels, samples]`` with its sample rate.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
@@ -16,10 +19,14 @@ import cv2
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import OCDInputError
 
+log = logging.getLogger(__name__)
+
 RESIZE_MODES = ("crop", "pad", "stretch")
-SAVE_FORMATS = ("mp4", "webp", "gif")
+SAVE_FORMATS = ("mp4", "webp", "gif", "webm")  # new formats go last: saved workflows store the option
+SOUND_FORMATS = ("mp4", "webm")  # the formats that carry sound (AAC in mp4, Opus in webm)
 SIZE_MULTIPLE = 8  # latents are 1/8 of the image size in SD-type VAEs
 MAX_SIDE = 8192
 
@@ -38,13 +45,22 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class FrameSelection:
-    """Which source frames to load, and the frame rate they play at once loaded."""
+    """Which source frames to load, the frame rate they play at once loaded, and the time range
+    of the source they cover (``start`` seconds from the first frame, ``duration`` seconds):
+    the sound that goes with them."""
 
     source_indices: tuple[int, ...]
     fps: float
+    start: float = 0.0
 
     def __len__(self) -> int:
         return len(self.source_indices)
+
+    @property
+    def duration(self) -> float:
+        # each loaded frame stands for select_every_nth steps of the (resampled) timeline,
+        # so n frames at fps = rate / nth span n * nth / rate seconds of the source
+        return len(self.source_indices) / self.fps
 
 
 def _open(path: str, input_name: str):
@@ -157,7 +173,7 @@ def select_frames(
             f"the selection leaves no frames: the video has {len(timeline)} frames at {rate:g} fps, "
             f"skip_first_frames={skip_first_frames}, select_every_nth={select_every_nth}",
         )
-    return FrameSelection(source_indices=tuple(picked), fps=rate / select_every_nth)
+    return FrameSelection(source_indices=tuple(picked), fps=rate / select_every_nth, start=skip_first_frames / rate)
 
 
 def follow_aspect(src_width: int, src_height: int, width: float = 0, height: float = 0) -> tuple[float, float]:
@@ -307,6 +323,136 @@ def to_uint8_frames(images: torch.Tensor, input_name: str = "images") -> np.ndar
     return (frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy())
 
 
+# ---- sound ------------------------------------------------------------------------------
+
+SILENT_SAMPLE_RATE = 44100
+# Layouts by channel count (FFmpeg's defaults). Sound is delivered and written as mono or
+# stereo: core's CreateVideo/SaveVideo and most audio nodes handle only those, so a 5.1 track
+# is downmixed by FFmpeg's resampler (its standard matrix) rather than passed on.
+CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+SHORT_GAP_S = 0.05
+SEEK_MARGIN_S = 0.5  # decode from this long before the range: the first frames after a seek are unreliable
+
+
+@dataclass(frozen=True)
+class Sound:
+    """A sound track in core's AUDIO layout, and what became of it (shown on the node).
+
+    ``warning``: something was not as asked (the track ended early, could not be decoded):
+    the caller says so in the log; a source without any sound track is not a warning.
+    """
+
+    waveform: torch.Tensor  # float32 [1, channels, samples]
+    sample_rate: int
+    note: str
+    warning: bool = False
+
+    def as_audio(self) -> dict:
+        return {"waveform": self.waveform, "sample_rate": self.sample_rate}
+
+
+def silence(duration: float, sample_rate: int = SILENT_SAMPLE_RATE, channels: int = 2,
+            note: str = "no sound track: silent AUDIO", warning: bool = False) -> Sound:
+    samples = max(0, int(round(duration * sample_rate)))
+    return Sound(torch.zeros((1, channels, samples), dtype=torch.float32), sample_rate, note, warning)
+
+
+def decode_audio(path: str, start: float, duration: float, input_name: str = "video") -> Sound:
+    """The sound of ``[start, start + duration)`` seconds of the video's timeline (0 = its first
+    frame), resampled to mono/stereo at the track's own rate. A file without a sound track
+    gives silence of that duration; a track shorter than the range is padded with silence."""
+    if _is_animated_image(path):
+        return silence(duration, note="animated image, no sound track: silent AUDIO")
+    import av
+
+    container = _open(path, input_name)
+    try:
+        if not container.streams.audio:
+            return silence(duration)
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or 0)
+        channels = stream.codec_context.channels or 0
+        if rate <= 0 or channels <= 0:
+            return silence(duration, note=f"the sound track declares {rate} Hz, {channels} channels: "
+                           "it cannot be decoded; silent AUDIO instead", warning=True)
+        layout = "mono" if channels == 1 else "stereo"
+        # frame 0 of the video is time 0 of the selection; the sound's timestamps share the
+        # container's clock, so an audio track starting later or earlier stays in sync
+        video = container.streams.video[0]
+        origin = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+        first = int(round((origin + start) * rate))
+        count = max(0, int(round(duration * rate)))
+        out = np.zeros((1 if channels == 1 else 2, count), np.float32)
+        source = stream.codec_context.layout.name if stream.codec_context.layout else f"{channels} channels"
+        covered = _decode_sound_range(container, stream, rate, layout, first, count, out)
+    except (av.error.FFmpegError, OSError) as e:
+        return silence(duration, note=f"the sound track could not be decoded ({e}); silent AUDIO instead",
+                       warning=True)
+    finally:
+        container.close()
+    note = f"sound: {rate} Hz {layout}" + (f" (downmixed from {source})" if channels > 2 else "")
+    missing = count - covered
+    if missing > 0:
+        note += f"; the track does not cover {missing / rate:.2f} s of the selection: padded with silence"
+    # a few milliseconds short at the end is how tracks are cut (encoder frames), not news
+    return Sound(torch.from_numpy(out).unsqueeze(0), rate, note, warning=missing > SHORT_GAP_S * rate)
+
+
+def _decode_sound_range(container, stream, rate: int, layout: str, first: int, count: int,
+                        out: np.ndarray) -> int:
+    """Fill ``out`` (channels x count) with samples ``first .. first + count`` of ``stream``;
+    returns how many were found."""
+    import av
+
+    start_s = first / rate
+    if start_s > 2 * SEEK_MARGIN_S:  # long files: no need to decode everything before the range
+        container.seek(int((start_s - SEEK_MARGIN_S) / stream.time_base), stream=stream, backward=True)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    covered, position = 0, None
+    end = first + count
+    for frame in container.decode(stream):
+        for part in resampler.resample(frame):
+            # place by timestamp (decoding after a seek starts anywhere before the range)
+            position = int(round(part.time * rate)) if part.pts is not None else (position or 0)
+            data = part.to_ndarray()
+            lo, hi = max(position, first), min(position + part.samples, end)
+            if hi > lo:
+                out[:, lo - first:hi - first] = data[:, lo - position:hi - position]
+                covered += hi - lo
+            position += part.samples
+        if position is not None and position >= end:
+            break
+    return covered
+
+
+def sound_for_video(audio: dict, duration: float, input_name: str = "audio") -> tuple[np.ndarray, int, str]:
+    """Core's AUDIO -> float32 ``[channels, samples]`` of exactly ``duration`` seconds (trimmed
+    or padded with silence), its sample rate, and what was done."""
+    checks.audio(input_name, audio)
+    waveform, rate = audio["waveform"], int(audio["sample_rate"])
+    if waveform.shape[0] != 1:
+        raise OCDInputError(input_name, f"holds {waveform.shape[0]} sound clips (batch); a video carries one: "
+                            "pick one clip before saving")
+    if waveform.shape[1] not in CHANNEL_LAYOUTS:
+        raise OCDInputError(input_name, f"has {waveform.shape[1]} channels; at most {max(CHANNEL_LAYOUTS)} "
+                            "can be written")
+    data = waveform[0].detach().to(torch.float32).cpu().numpy()
+    if not np.isfinite(data).all():
+        raise OCDInputError(input_name, "has NaN or infinite samples")
+    wanted = int(round(duration * rate))
+    have = data.shape[1]
+    note = f"sound: {rate} Hz, {waveform.shape[1]} channel(s)"
+    if have > wanted:
+        data = data[:, :wanted]
+        note += f", trimmed by {(have - wanted) / rate:.2f} s to the video's {duration:.2f} s"
+    elif have < wanted:
+        data = np.pad(data, ((0, 0), (0, wanted - have)))
+        note += f", padded with {(wanted - have) / rate:.2f} s of silence to the video's {duration:.2f} s"
+    return np.ascontiguousarray(data), rate, note
+
+
+# ---- encoding ---------------------------------------------------------------------------
+
 def encode_video(
     frames: np.ndarray,
     path: str,
@@ -314,11 +460,15 @@ def encode_video(
     fmt: str = "mp4",
     crf: int = 19,
     metadata: dict[str, str] | None = None,
+    sound: tuple[np.ndarray, int] | None = None,
 ) -> str:
-    """Write ``[F, H, W, 3]`` uint8 frames to ``path`` (h264 mp4, animated webp or gif).
+    """Write ``[F, H, W, 3]`` uint8 frames to ``path``: h264 mp4 (AAC sound), VP9 webm (Opus
+    sound), animated webp or gif (no sound). ``sound`` = (float32 ``[channels, samples]``,
+    sample rate), e.g. from ``sound_for_video``; ``metadata`` (mp4, webm) e.g. the workflow.
 
     Written to a temporary file beside ``path`` and renamed when complete, so a failed or
-    interrupted save leaves nothing half-written under the final name.
+    interrupted save leaves nothing half-written under the final name. The file is created
+    with the usual permissions (0666 less the umask, like every file ComfyUI writes).
     """
     if fmt not in SAVE_FORMATS:
         raise OCDInputError("format", f"must be one of {SAVE_FORMATS}, got '{fmt}'")
@@ -326,12 +476,12 @@ def encode_video(
         raise OCDInputError("frame_rate", f"must be in (0, 1000], got {fps}")
     if not (0 <= crf <= 51):
         raise OCDInputError("crf", f"must be in 0..51, got {crf}")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ocd-partial-", suffix="." + fmt, dir=folder)
-    os.close(fd)
+    if sound is not None and fmt not in SOUND_FORMATS:
+        raise OCDInputError("audio", f"{fmt} cannot carry sound; use one of {SOUND_FORMATS}")
+    tmp = _new_partial_file(os.path.dirname(os.path.abspath(path)), "." + fmt)
     try:
-        if fmt == "mp4":
-            _write_mp4(frames, tmp, fps, crf, metadata or {})
+        if fmt in SOUND_FORMATS:
+            _write_av(frames, tmp, fps, fmt, crf, metadata or {}, sound)
         else:
             _write_animated_image(frames, tmp, fps, fmt, crf)
         os.replace(tmp, path)
@@ -342,26 +492,92 @@ def encode_video(
     return path
 
 
-def _write_mp4(frames: np.ndarray, path: str, fps: float, crf: int, metadata: dict[str, str]) -> None:
+def _new_partial_file(folder: str, suffix: str) -> str:
+    """A new, empty file with a unique hidden name in ``folder``. Not mkstemp: its 0600 would
+    stay on the renamed file; open() with 0666 lets the umask decide, as for ComfyUI's files."""
+    while True:
+        path = os.path.join(folder, f".ocd-partial-{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+# codec, container options, video encoder options (crf: quality, lower = better) per format
+_AV_FORMATS = {
+    # use_metadata_tags: without it the mp4 muxer drops tags it does not know (prompt, workflow)
+    "mp4": ("libx264", "aac", {"movflags": "use_metadata_tags+faststart"},
+            lambda crf: {"crf": str(crf), "preset": "medium"}),
+    # constant quality: crf with a zero bitrate target; 'good' at cpu-used 4 is libvpx's usual
+    # speed/quality balance (the default 'best' is minutes per second of video)
+    "webm": ("libvpx-vp9", "libopus", {},
+             lambda crf: {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}),
+}
+_SOUND_RATES = {"mp4": None, "webm": 48000}  # Opus encodes 48 kHz (PyAV resamples); AAC keeps the rate
+
+
+def _write_av(frames: np.ndarray, path: str, fps: float, fmt: str, crf: int, metadata: dict[str, str],
+              sound: tuple[np.ndarray, int] | None) -> None:
     import av
 
+    video_codec, audio_codec, container_options, video_options = _AV_FORMATS[fmt]
     # yuv420p (the pixel format every player accepts) needs even sides: repeat the last
     # row/column rather than cropping content away.
     f, h, w, _ = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(path, mode="w", format=fmt, options=container_options) as container:
         for key, value in metadata.items():
             container.metadata[key] = value
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(video_codec, rate=rate)
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for frame in frames:
+        stream.options = video_options(crf)
+        audio = _SoundWriter(container, audio_codec, _SOUND_RATES[fmt], *sound) if sound is not None else None
+        for index, frame in enumerate(frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
+            if audio is not None:  # interleaved: the sound up to the end of this frame
+                audio.write_until((index + 1) / float(rate))
         container.mux(stream.encode())
+        if audio is not None:
+            audio.finish()
+
+
+class _SoundWriter:
+    """Encodes float32 ``[channels, samples]`` into an audio stream of ``container`` in pieces."""
+
+    def __init__(self, container, codec: str, stream_rate: int | None, data: np.ndarray, rate: int):
+        self.container, self.data, self.rate = container, data, int(rate)
+        channels = data.shape[0]
+        self.layout = CHANNEL_LAYOUTS[channels]
+        self.stream = container.add_stream(codec, rate=stream_rate or self.rate)
+        # mono stays mono; more than two channels are downmixed by PyAV's resampler on encode
+        self.stream.layout = "mono" if channels == 1 else "stereo"
+        self.done = 0
+
+    def write_until(self, seconds: float) -> None:
+        import av
+
+        end = min(self.data.shape[1], int(round(seconds * self.rate)))
+        if end <= self.done:
+            return
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self.data[:, self.done:end]), format="fltp",
+                                           layout=self.layout)
+        frame.sample_rate = self.rate
+        frame.pts = self.done
+        frame.time_base = Fraction(1, self.rate)
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.done = end
+
+    def finish(self) -> None:
+        self.write_until(self.data.shape[1] / self.rate)
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
 
 
 def _write_animated_image(frames: np.ndarray, path: str, fps: float, fmt: str, crf: int) -> None:
@@ -380,6 +596,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB between two tensors of the same shape."""
     mse = torch.mean((a.double() - b.double()) ** 2).item()
     return float("inf") if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def loaded_fps(video_info: dict, input_name: str = "video_info") -> float:
+    """The frame rate a ``video_info`` says the frames were loaded at (VideoHelperSuite's key)."""
+    checks.mapping(input_name, video_info)
+    if "loaded_fps" not in video_info:
+        raise OCDInputError(input_name, f"has no 'loaded_fps' (keys: {sorted(video_info)[:10]}); connect the "
+                            "video_info output of Load Video (OCD) or VideoHelperSuite")
+    fps = video_info["loaded_fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise OCDInputError(input_name, f"loaded_fps must be a frame rate in (0, 1000], got {fps!r}")
+    return float(fps)
 
 
 def video_info_dict(info: VideoInfo, selection: FrameSelection, size: Sequence[int]) -> dict:

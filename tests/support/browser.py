@@ -2,6 +2,7 @@
 for tests of the pack's frontend extensions against the real ComfyUI frontend."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -73,3 +74,23 @@ def console_log(driver) -> str:
 
 def clean_profile(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def session(base: Path, profile: Path):
+    """A headless Chromium for the server whose base directory is ``base`` (first-run dialog
+    skipped), with a fresh profile; skips the test, saying why, where none can run."""
+    import pytest
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"SKIPPED browser test: {reason}")
+        pytest.skip(reason)
+    skip_settings(base)
+    driver = start_chromium(profile)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        clean_profile(profile)

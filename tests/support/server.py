@@ -148,6 +148,19 @@ class ComfyServer:
             ws.close()
             listener.join(timeout=10)
         return entry, received
+    def wait_new_entry(self, known: set, timeout: float = 400.0) -> dict:
+        """The first finished /history entry whose id is not in ``known``, for prompts queued
+        by someone else (a browser); fails at once if the server refused a prompt."""
+        deadline = time.monotonic() + timeout
+        log_start = len(self.log_path.read_text(errors="replace"))
+        while time.monotonic() < deadline:
+            new_log = self.log_path.read_text(errors="replace")[log_start:]
+            assert "invalid prompt" not in new_log, new_log  # refused: no history entry will come
+            for prompt_id, entry in self.get("/history").items():
+                if prompt_id not in known and entry.get("status", {}).get("completed") is not None:
+                    return entry
+            time.sleep(0.3)
+        raise TimeoutError(f"no new /history entry:\n{self.log_tail()}")
 
 
 def execution_error(entry: dict) -> dict | None:

@@ -33,18 +33,10 @@ def workflow() -> dict:
 
 @pytest.fixture(scope="module")
 def driver(server, tmp_path_factory):
-    reason = browser.unavailable_reason()
-    if reason:
-        print(f"SKIPPED browser test: {reason}")
-        pytest.skip(reason)
-    write_sam_checkpoint(server.base / "models" / "sams" / SAM_FILE)
-    browser.skip_settings(server.base)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    drv = browser.start_chromium(profile)
-    drv.set_script_timeout(60)
-    yield drv
-    drv.quit()
-    browser.clean_profile(profile)
+    if browser.unavailable_reason() is None:
+        write_sam_checkpoint(server.base / "models" / "sams" / SAM_FILE)
+    with browser.session(server.base, tmp_path_factory.mktemp("chromium-profile")) as drv:
+        yield drv
 
 
 def history_entries(server) -> dict:
@@ -52,16 +44,7 @@ def history_entries(server) -> dict:
 
 
 def wait_history(server, known: set, timeout=400) -> dict:
-    deadline = time.monotonic() + timeout
-    log_start = len(server.log_path.read_text(errors="replace"))
-    while time.monotonic() < deadline:
-        new_log = server.log_path.read_text(errors="replace")[log_start:]
-        assert "invalid prompt" not in new_log, new_log  # refused: no history entry will come
-        for pid, entry in history_entries(server).items():
-            if pid not in known and entry.get("status", {}).get("completed") is not None:
-                return entry
-        time.sleep(0.5)
-    raise TimeoutError(f"no new /history entry:\n{server.log_tail()}")
+    return server.wait_new_entry(known, timeout)
 
 
 def prompts_value(drv) -> dict:

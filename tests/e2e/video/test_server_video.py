@@ -42,7 +42,8 @@ def test_frontend_extension_is_served(server):
     scripts = server.get("/extensions")
     assert f"/extensions/{PACK_DIR_NAME}/ocd_video.js" in scripts
     source = server.get(f"/extensions/{PACK_DIR_NAME}/ocd_video.js")
-    assert b"OCD_LoadVideo" in source
+    assert b"OCD_LoadVideo" in source and b'from "./ocd_node_text.js"' in source
+    assert b"export function showNodeText" in server.get(f"/extensions/{PACK_DIR_NAME}/ocd_node_text.js")
 
 
 def test_load_save_example_runs(server, object_info):
@@ -61,7 +62,9 @@ def test_load_save_example_runs(server, object_info):
     assert (info.frame_count, info.width, info.height) == (6, 128, 56)
     assert info.fps == pytest.approx(25.0)  # frame_rate came from the video_info link
     (loaded,) = [o for o in entry["outputs"].values() if "text" in o]
-    assert loaded["text"] == ["6 frames at 25 fps, 128x56 (source: 250 frames at 25 fps, 640x272)"]
+    assert loaded["text"] == ["6 frames at 25 fps, 128x56, 0.24 s from 0.00 s\n"
+                              "source: 250 frames at 25 fps, 640x272\n"
+                              "no sound track: silent AUDIO"]
 
 
 def test_img2img_example_runs_with_a_random_sd15_checkpoint(server, object_info):

@@ -33,13 +33,17 @@ export function showNodeText(node, name, text, { className = "ocd-node-text", ma
     // (the element gets the slot less twice the margin). Wrapped lines count: the element's
     // own content height once it is on the page (measured at height auto: the frontend
     // stretches it to the slot, which would keep it from ever shrinking), its line count before.
+    // Never less than one line box per text line: an element that is on the page but not laid
+    // out yet (its node out of view, hidden by the frontend) measures 0, and a slot sized to
+    // that would stay collapsed once it is shown.
     const contentHeight = () => {
-      if (!element.isConnected) return (element.textContent || "").split("\n").length * LINE_PX + 8;
+      const unwrapped = (element.textContent || "").split("\n").length * LINE_PX + 8;
+      if (!element.isConnected) return unwrapped;
       const stretched = element.style.height;
       element.style.height = "auto";
       const measured = element.scrollHeight;
       element.style.height = stretched;
-      return measured;
+      return Math.max(measured, unwrapped);
     };
     const height = () => Math.min(contentHeight(), maxLines * LINE_PX + 8) + 2 * MARGIN;
     widget = node.addDOMWidget(name, className, element, {

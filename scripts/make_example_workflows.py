@@ -136,8 +136,10 @@ def build(groups: list[list[G]], links: list, note: str) -> dict:
 # Nodes used by several templates
 # ---------------------------------------------------------------------------------------------
 
-LOAD_OUT = [("IMAGE", "IMAGE"), ("frame_count", "INT"), ("video_info", "VHS_VIDEOINFO")]
-INFO_OUT = [("fps", "FLOAT"), ("frame_count", "INT"), ("duration", "FLOAT"), ("width", "INT"), ("height", "INT")]
+LOAD_OUT = [("IMAGE", "IMAGE"), ("frame_count", "INT"), ("video_info", "VHS_VIDEOINFO"), ("audio", "AUDIO")]
+# Save Video (OCD)'s sockets: the frames, and from Load Video the sound of the loaded frames and
+# the video_info whose loaded frame rate it saves at (its frame_rate widget is then unused)
+SAVE_IN = [("images", "IMAGE"), ("audio", "AUDIO"), ("video_info", "VHS_VIDEOINFO")]
 MERGE_OUT = [("MODEL", "MODEL"), ("merge_record", "OCD_MERGE_RECORD")]
 INVERT_OUT = [("inverted_latent", "LATENT"), ("inversion", "OCD_INVERSION")]
 EDIT_IN = [("model", "MODEL"), ("inversion", "OCD_INVERSION"), ("inverted_latent", "LATENT"),
@@ -191,18 +193,26 @@ def invert(nid, solver, steps, offload, precision, cross_attention):
              title="Invert (source prompt)")
 
 
-def decode_and_save(prefix, decode_id=9, info_id=2, save_id=3):
+def save_video(save_id, prefix, **kw):
+    return N(save_id, "OCD_SaveVideo", [8.0, prefix, "mp4", 19, True], SAVE_IN, [("filename", "STRING")],
+             extra_height=170, **kw)
+
+
+def decode_and_save(prefix, decode_id=9, save_id=3):
     return [
         N(decode_id, "VAEDecode", [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
-        N(info_id, "OCD_VideoInfo", ["loaded"], [("video_info", "VHS_VIDEOINFO")], INFO_OUT),
-        N(save_id, "OCD_SaveVideo", [8.0, prefix, "mp4", 19, True], [("images", "IMAGE")], [("filename", "STRING")],
-          title="Edited clip", widget_inputs=[("frame_rate", "FLOAT")], extra_height=170),
+        save_video(save_id, prefix, title="Edited clip"),
     ]
 
 
-def save_links(samples_from, decode_id=9, info_id=2, save_id=3, vae_from=(4, 2), load_id=1):
-    return [(samples_from, 0, decode_id, "samples"), (*vae_from, decode_id, "vae"), (load_id, 2, info_id, "video_info"),
-            (decode_id, 0, save_id, "images"), (info_id, 0, save_id, "frame_rate")]
+def sound_and_rate_links(load_id=1, save_id=3):
+    """The source's sound and loaded frame rate into the save: the edit keeps both."""
+    return [(load_id, 3, save_id, "audio"), (load_id, 2, save_id, "video_info")]
+
+
+def save_links(samples_from, decode_id=9, save_id=3, vae_from=(4, 2), load_id=1):
+    return [(samples_from, 0, decode_id, "samples"), (*vae_from, decode_id, "vae"),
+            (decode_id, 0, save_id, "images"), *sound_and_rate_links(load_id, save_id)]
 
 
 PROMPT_LINKS = [(4, 1, 5, "clip"), (4, 1, 6, "clip"), (4, 1, 10, "clip")]
@@ -219,11 +229,9 @@ def prompts(source=True):
 
 roundtrip = build(
     [[G("Load", COLORS["load"], [load_video(1, 16)])],
-     [G("Save", COLORS["save"], [N(2, "OCD_VideoInfo", ["loaded"], [("video_info", "VHS_VIDEOINFO")], INFO_OUT),
-                                N(3, "OCD_SaveVideo", [8.0, "OCD/video", "mp4", 19, True], [("images", "IMAGE")],
-                                  [("filename", "STRING")], widget_inputs=[("frame_rate", "FLOAT")], extra_height=170)])]],
-    [(1, 0, 3, "images"), (1, 2, 2, "video_info"), (2, 0, 3, "frame_rate")],
-    "Loads a clip from the input folder and saves it again as mp4 at the loaded frame rate.\n"
+     [G("Save", COLORS["save"], [save_video(3, "OCD/video")])]],
+    [(1, 0, 3, "images"), *sound_and_rate_links()],
+    "Loads a clip from the input folder and saves it again as mp4 at the loaded frame rate, with its sound.\n"
     "Change first: the video, frame_load_cap and the size on Source clip.\nCost: decoding and encoding only.",
 )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
+from tests.support.media import correlation_at_best_lag, decode_mono
 from tests.support.server import execution_error
 from tests.support.workflow import ui_to_api
 
@@ -90,13 +91,18 @@ def node_of(prompt: dict, class_type: str, **inputs) -> str:
     return ids[0]
 
 
-def check_saved_video(server, entry, frames: int, width: int) -> None:
-    """One video saved, with the loaded frames at the loaded width."""
+def check_saved_video(server, entry, frames: int, width: int) -> Path:
+    """One video saved, with the loaded frames at the loaded width and rate, and a sound track
+    as long as the video (the source's sound: bikes.mp4 has none, so its silence)."""
     from ocd.video.codec import probe_video
 
     (video,) = saved_videos(server, entry)
     info = probe_video(str(video))
     assert (info.frame_count, info.width) == (frames, width)
+    assert info.fps == pytest.approx(25.0)  # the loaded rate, through video_info (the widget says 8)
+    sound, rate = decode_mono(video)
+    assert abs(len(sound) / rate - frames / 25.0) < 0.03, (len(sound), rate)
+    return video
 
 
 # ---------------------------------------------------------------- what each template is for
@@ -248,6 +254,25 @@ def test_example_workflow_does_what_it_is_for(server, object_info, path):
     prompt, entry, events, width = run_template(server, object_info, path.stem)
     check_saved_video(server, entry, SHRINK["frame_load_cap"], width)
     CHECKS[path.stem](prompt, reports(prompt, entry), events)
+
+
+def test_the_ocd_template_keeps_the_source_sound_in_sync(server, object_info, test_videos):
+    """The flagship edit on a clip with sound: the saved edit carries the sound of exactly the
+    loaded frames (3.0 s to 3.32 s of bigbuckbunny.mp4), at the right time."""
+    stem, skip, frames = "ocd_inversion_ocd_sd15", 75, 8
+
+    def bunny(prompt: dict) -> None:
+        prompt[node_of(prompt, "OCD_LoadVideo")]["inputs"].update(
+            video="bigbuckbunny.mp4", skip_first_frames=skip, frame_load_cap=frames)
+
+    prompt, entry, events, width = run_template(server, object_info, stem, bunny)
+    video = check_saved_video(server, entry, frames, width)
+    saved, rate = decode_mono(video)
+    source, source_rate = decode_mono(test_videos["bigbuckbunny.mp4"])
+    assert rate == source_rate
+    segment = source[round(skip / 25 * rate):round((skip + frames) / 25 * rate)]
+    lag, corr = correlation_at_best_lag(segment, saved, 480)
+    assert abs(lag) <= 48 and corr > 0.9, (lag, corr)  # in sync within 1 ms
 
 
 # ---------------------------------------------------------------- the checks see a broken template

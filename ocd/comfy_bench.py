@@ -8,7 +8,8 @@ CPU, device memory on a GPU), the attention record, and, against vanilla, the fi
 the decoded frames (PSNR inside and outside the object's mask from Auto Saliency, same seed)
 and the temporal consistency of each preset's output (mean flow-warping error between
 consecutive frames, OpenCV Farneback flow). It rewrites its section of docs/BENCHMARKS.md and
-a plot (docs/benchmarks/e2e-<pipeline>-<device>.png).
+a plot (docs/benchmarks/e2e-<pipeline>-<device>.png). ``--feature-reuse CLOCK`` adds one row:
+the ocd preset with Feature Reuse (OCD) after the checkpoint, and its speed-up over ocd.
 """
 from __future__ import annotations
 
@@ -142,9 +143,12 @@ def bench(a) -> list[dict]:
                 names["controlnet"] = comfy_cli._link(base, "models/controlnet", Path(a.controlnet), "ControlNet",
                                                       "pass the path of an SD1.5 canny ControlNet")
         info = comfy_cli.object_info(nodes)
-        for preset in PRESETS[a.pipeline]:
+        rows = [(preset, preset, None) for preset in PRESETS[a.pipeline]]
+        if a.feature_reuse:  # the OCD preset once more, with Feature Reuse (OCD) after the checkpoint
+            rows.append((f"ocd + feature reuse (clock {a.feature_reuse})", "ocd", a.feature_reuse))
+        for label, preset, clock in rows:
             job = argparse.Namespace(**{**vars(a), "preset": preset, "out": None, "mask": "auto",
-                                        "object": "man", "seed": 0})
+                                        "object": "man", "seed": 0, "feature_reuse": clock})
             prompt = comfy_cli.build_prompt(job, info, names)
             warm = comfy_cli.build_prompt(argparse.Namespace(**{**vars(job), "steps": 1}), info, names)
             comfy_cli.run_prompt(nodes, warm, cache=True)  # loads the models (kept) and the clip
@@ -159,11 +163,13 @@ def bench(a) -> list[dict]:
             pixels = sum(p["latent_pixels"] for run in report["runs"] for p in run["phases"].values())
             records = [s["facts"]["attention_record"] for run in report["runs"] for s in run["nodes"].values()
                        if "attention_record" in s["facts"]]
-            results.append({"preset": preset, "seconds": seconds, "evaluations": report["unet_evaluations"],
+            results.append({"preset": label, "seconds": seconds, "evaluations": report["unet_evaluations"],
                             "latent_pixels": pixels, "peak_mib": memory.mib, "frames": frames,
                             "record": records[0] if records else None,
+                            "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
+                                                      for run in report["runs"] for s in run["nodes"].values()),
                             "warping_error": warping_error(frames)})
-            print(f"{a.pipeline}/{preset}: {seconds:.1f} s, {report['unet_evaluations']} UNet evaluations", flush=True)
+            print(f"{a.pipeline}/{label}: {seconds:.1f} s, {report['unet_evaluations']} UNet evaluations", flush=True)
         vanilla = results[0]
         mask, _ = saliency.auto_saliency(vanilla["frames"])
         inside = (mask >= 0.5)[..., None]
@@ -204,6 +210,12 @@ def write(a, results: list[dict]) -> str:
             f"clip {Path(a.video).name}; fidelity against vanilla on the decoded frames, the object's mask from "
             f"Auto Saliency; plot: `docs/benchmarks/{plot.name}`\n\n"
             + report.markdown_table(header, rows) + "\n")
+    by_name = {r["preset"]: r for r in results}
+    reused = [r for r in results if r["preset"].startswith("ocd + feature reuse")]
+    if reused and "ocd" in by_name:
+        body += (f"\n{reused[0]['preset']} against ocd: {by_name['ocd']['seconds'] / reused[0]['seconds']:.2f}x "
+                 f"faster ({reused[0]['evaluations']} UNet evaluations, of which "
+                 f"{reused[0]['reused_evaluations']} on reused steps).\n")
     if not a.no_write:
         _plot(results, plot, f"{a.pipeline} pipeline, {a.frames} x {a.size}px, {a.device}")
         report.write_section(name, body)
@@ -224,6 +236,8 @@ def add_parser(sub) -> None:
     b.add_argument("--controlnet")
     b.add_argument("--random-weights", action="store_true", help="random models with the real SD1.5 architecture")
     b.add_argument("--mini", action="store_true", help="with --random-weights: the mini SD1.5 UNet (a smoke run)")
+    b.add_argument("--feature-reuse", type=int, metavar="CLOCK",
+                   help="one more row: the ocd preset with Feature Reuse (OCD) at this clock")
     b.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     b.add_argument("--comfyui")
     b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)

@@ -4,8 +4,8 @@ executor (the glue; the templates' conversion is ``ocd.templates``).
     python -m ocd edit VIDEO --prompt TEXT [--source-prompt TEXT] [--pipeline inversion|control]
                      [--preset vanilla|optimized|ocd] [--checkpoint FILE] [--controlnet FILE]
                      [--mask auto|FILE] [--object WORDS] [--frames N] [--size PIXELS] [--steps N]
-                     [--seed N] [--out FILE.mp4] [--report FILE.json] [--random-weights]
-                     [--comfyui DIR]
+                     [--seed N] [--feature-reuse CLOCK] [--out FILE.mp4] [--report FILE.json]
+                     [--random-weights] [--comfyui DIR]
 
 The command runs the template of the pipeline and preset itself (its API form with the
 inputs overridden), so the command and the templates can never drift apart. ComfyUI is
@@ -144,7 +144,8 @@ def check_arguments(a) -> None:
     if (a.pipeline, a.preset) not in TEMPLATE_OF:
         presets = sorted(p for pipeline, p in TEMPLATE_OF if pipeline == a.pipeline)
         raise UsageError(f"--preset {a.preset}: the {a.pipeline} pipeline has {', '.join(presets)}")
-    for name, value, low in (("--frames", a.frames, 1), ("--steps", a.steps, 1), ("--size", a.size, 64)):
+    for name, value, low in (("--frames", a.frames, 1), ("--steps", a.steps, 1), ("--size", a.size, 64),
+                             ("--feature-reuse", getattr(a, "feature_reuse", None), 1)):
         if value is not None and value < low:
             raise UsageError(f"{name} {value}: must be at least {low}")
     if a.size is not None and a.size % 8:
@@ -183,7 +184,26 @@ def build_prompt(a, info: dict, names: dict) -> dict:
         prompt[mask_id] = {"class_type": "LoadImageMask", "inputs": {"image": names["mask"], "channel": "red"},
                            "_meta": {"title": "Object mask (from --mask)"}}
         templates.feed_from(prompt, MASK_NODES, [mask_id, 0])
+    if getattr(a, "feature_reuse", None):
+        add_feature_reuse(prompt, a.feature_reuse)
     return prompt
+
+
+def add_feature_reuse(prompt: dict, clock: int) -> str:
+    """Feature Reuse (OCD) right after the checkpoint's MODEL, so that every patch and sampler
+    of the template works on the reusing model (inversions still run fully: the node's
+    ``during_inversion`` is off). Returns the new node's id."""
+    loader = next(i for i, n in prompt.items() if n["class_type"] == "CheckpointLoaderSimple")
+    reuse_id = "ocd_cli_feature_reuse"
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if value == [loader, 0]:
+                node["inputs"][name] = [reuse_id, 0]
+    prompt[reuse_id] = {"class_type": "OCD_FeatureReuse",
+                        "inputs": {"model": [loader, 0], "clock": clock, "recomputed_levels": 1, "start": 0.0,
+                                   "end": 1.0, "during_inversion": False},
+                        "_meta": {"title": f"Feature reuse (from --feature-reuse {clock})"}}
+    return reuse_id
 
 
 def _progress_hook(stream):
@@ -340,6 +360,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, default=512, help="frame width in pixels (multiple of 8)")
     e.add_argument("--steps", type=int, help="sampling steps (default: the template's)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--feature-reuse", type=int, metavar="CLOCK",
+                   help="add Feature Reuse (OCD) with this clock: a full UNet every CLOCK-th step (3 measured best)")
     e.add_argument("--out", help="the edited clip (.mp4)")
     e.add_argument("--report", help="write the run report here (JSON)")
     e.add_argument("--random-weights", action="store_true", help="random models: a smoke run, not an edit")

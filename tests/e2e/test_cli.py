@@ -43,6 +43,23 @@ def test_edit_runs_the_template_and_reports_the_run(tmp_path, test_videos, pipel
     assert "Cross-Frame Attention (OCD)" in nodes
 
 
+def test_edit_with_feature_reuse_puts_the_node_after_the_checkpoint_and_reuses_the_steps_between(
+        tmp_path, test_videos):
+    """``--feature-reuse 2`` with 3 steps: step 0 and the last run fully, step 1 reuses; the
+    template's own nodes all sample the reusing model (its report counts their evaluations)."""
+    report = tmp_path / "report.json"
+    done = ocd("edit", str(test_videos["bikes.mp4"]), "--prompt", "a robot riding a bicycle", "--pipeline",
+               "control", "--preset", "vanilla", "--random-weights", "--frames", "2", "--size", "128",
+               "--steps", "3", "--feature-reuse", "2", "--out", str(tmp_path / "edited.mp4"),
+               "--report", str(report))
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    reuse = [s["facts"] for run in data["runs"] for s in run["nodes"].values() if s["name"] == "Feature Reuse (OCD)"]
+    assert len(reuse) == 1, data
+    assert reuse[0]["reused_steps"] == [1]
+    assert reuse[0]["reused_evaluations"] + reuse[0]["full_evaluations"] == data["unet_evaluations"] == 3
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.mp4", "--prompt", "x", "--random-weights"], "video missing.mp4 not found"),
     (["{bikes}", "--prompt", "x", "--random-weights", "--size", "100"], "--size 100: must be a multiple of 8"),
@@ -63,11 +80,15 @@ def test_bench_runs_the_presets_side_by_side(test_videos):
     """A smoke run of ``bench`` (mini random UNet, 2 frames at 64 px, 2 steps): every preset runs in one
     process and gets its row, timed against vanilla and compared with its frames."""
     done = ocd("bench", "--pipeline", "control", "--video", str(test_videos["bikes.mp4"]), "--random-weights",
-               "--mini", "--frames", "2", "--size", "64", "--steps", "2", "--no-write", timeout=900)
+               "--mini", "--frames", "2", "--size", "64", "--steps", "3", "--feature-reuse", "2", "--no-write",
+               timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| vanilla") or line.startswith("| ocd")]
-    assert len(rows) == 2, done.stdout
-    vanilla, ocd_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    assert len(rows) == 3, done.stdout
+    vanilla, ocd_row, reuse_row = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    assert reuse_row[0] == "ocd + feature reuse (clock 2)" and reuse_row[2].endswith("x")
+    # the ocd preset again with the reusing model: the middle one of 3 steps reused
+    assert "against ocd:" in done.stdout and "of which 1 on reused steps" in done.stdout, done.stdout
     assert vanilla[2] == "1.00x" and vanilla[7] == "ref." and ocd_row[2].endswith("x")
     assert int(vanilla[3]) > 0 and int(ocd_row[3]) > 0  # UNet evaluations counted for both presets
     assert float(ocd_row[7]) > 0  # PSNR in the object against vanilla

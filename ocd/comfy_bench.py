@@ -14,6 +14,8 @@ the ocd preset with Feature Reuse (OCD) after the checkpoint, and its speed-up o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
 import math
 import time
 from pathlib import Path
@@ -33,7 +35,10 @@ def _status_kib(field: str) -> int:
 
 class PeakMemory:
     """Peak memory of a block above what was resident when it started, in MiB (CPU: the
-    kernel's high-water mark of RSS, reset first; GPU: max_memory_allocated)."""
+    kernel's high-water mark of RSS, reset first; GPU: max_memory_allocated).
+
+    On the CPU the C heap is trimmed first: glibc keeps the pages an earlier, larger run
+    freed, so without the trim a later run reuses them and its peak reads as zero."""
 
     def __enter__(self):
         import torch
@@ -43,6 +48,14 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
+            import ctypes
+            import gc
+
+            gc.collect()
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except (OSError, AttributeError):  # not glibc: the figure may read low after a larger run
+                pass
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
@@ -96,7 +109,9 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     """Bars of wall time per preset with their speed-up and PSNR (Pillow, no plotting package)."""
     from PIL import Image, ImageDraw
 
-    width, height, left, bottom = 640, 300, 120, 50
+    image = Image.new("RGB", (1, 1), "white")
+    left = 20 + max(int(ImageDraw.Draw(image).textlength(r["preset"])) for r in rows)  # room for the longest label
+    width, height, bottom = 520 + left, 300, 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 8), title, fill="black")
@@ -117,16 +132,14 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     image.save(path)
 
 
-def bench(a) -> list[dict]:
+@contextlib.contextmanager
+def _session(a):
+    """ComfyUI started in-process on a private base directory with the clip and the models
+    linked in; yields (nodes, object_info, names)."""
     import tempfile
-
-    import torch
-
-    from .masks import saliency
 
     root = comfy_cli.find_comfyui(a.comfyui)
     video = Path(a.video)
-    results = []
     with tempfile.TemporaryDirectory(prefix="ocd-bench-") as tmp:
         base = Path(tmp)
         for folder in ("input", "output", "temp", "user", "custom_nodes", "models/checkpoints", "models/controlnet"):
@@ -142,16 +155,34 @@ def bench(a) -> list[dict]:
             if a.pipeline == "control":
                 names["controlnet"] = comfy_cli._link(base, "models/controlnet", Path(a.controlnet), "ControlNet",
                                                       "pass the path of an SD1.5 canny ControlNet")
-        info = comfy_cli.object_info(nodes)
+        yield base, nodes, comfy_cli.object_info(nodes), names
+
+
+def _job(a, preset: str, clock: int | None) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(a), "preset": preset, "out": None, "mask": "auto", "object": "man",
+                                 "seed": 0, "feature_reuse": clock})
+
+
+def _warm_up(nodes, job, info, names) -> None:
+    """A one-step run of the same graph: loads the models (kept) and the clip."""
+    comfy_cli.run_prompt(nodes, comfy_cli.build_prompt(argparse.Namespace(**{**vars(job), "steps": 1}), info, names),
+                         cache=True)
+
+
+def bench(a) -> list[dict]:
+    import torch
+
+    from .masks import saliency
+
+    results = []
+    with _session(a) as (base, nodes, info, names):
         rows = [(preset, preset, None) for preset in PRESETS[a.pipeline]]
         if a.feature_reuse:  # the OCD preset once more, with Feature Reuse (OCD) after the checkpoint
             rows.append((f"ocd + feature reuse (clock {a.feature_reuse})", "ocd", a.feature_reuse))
         for label, preset, clock in rows:
-            job = argparse.Namespace(**{**vars(a), "preset": preset, "out": None, "mask": "auto",
-                                        "object": "man", "seed": 0, "feature_reuse": clock})
+            job = _job(a, preset, clock)
             prompt = comfy_cli.build_prompt(job, info, names)
-            warm = comfy_cli.build_prompt(argparse.Namespace(**{**vars(job), "steps": 1}), info, names)
-            comfy_cli.run_prompt(nodes, warm, cache=True)  # loads the models (kept) and the clip
+            _warm_up(nodes, job, info, names)
             with PeakMemory() as memory:
                 start = time.perf_counter()
                 outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
@@ -182,14 +213,95 @@ def bench(a) -> list[dict]:
     return results
 
 
-def write(a, results: list[dict]) -> str:
-    """The docs/BENCHMARKS.md section and the plot; returns the section's text."""
+# Where a run's time goes: the self time of every aten op lands in the first group with a
+# pattern that matches its name (fnmatch; leaf ops carry the time: a convolution's is in
+# mkldnn_convolution, not in convolution, whose self time is small).
+OP_GROUPS = [
+    ("attention (QK^T, softmax, AV)", ("*scaled_dot_product*", "*flash_attention*", "*efficient_attention*",
+                                       "bmm", "baddbmm", "softmax", "_softmax", "einsum")),
+    ("convolutions (UNet, ControlNet, VAE)", ("*conv*",)),
+    ("linear layers (projections, feed-forward)", ("addmm", "mm", "linear", "matmul")),
+    ("normalisation and activations", ("*group_norm*", "*layer_norm*", "silu*", "gelu*", "sigmoid*")),
+    ("copies, gathers, scatters (attention record, token merging, cross-frame pools)",
+     ("copy_", "_to_copy", "to", "index*", "gather", "scatter*", "cat", "stack", "clone", "contiguous",
+      "masked_select", "argsort", "sort", "topk", "_index_put_impl_", "nonzero", "repeat*")),
+]
+
+
+def op_group(name: str) -> str:
+    op = name.split("::", 1)[-1]
+    for group, patterns in OP_GROUPS:
+        if any(fnmatch.fnmatchcase(op, pattern) for pattern in patterns):
+            return group
+    return "other tensor ops (element-wise, reductions)"
+
+
+def profile(a) -> dict:
+    """One run of ``a.profile`` (a preset, with ``--feature-reuse`` when given) under
+    torch.profiler, after a warm-up: the self time of its aten ops by group, the time outside
+    any op (Python, ComfyUI's executor, the pack's bookkeeping), and from its run report the
+    wall time inside the sampling phases (UNet evaluations) against the rest (video
+    decoding, VAE, masks, saving)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with _session(a) as (base, nodes, info, names):
+        job = _job(a, a.profile, a.feature_reuse if a.profile == "ocd" else None)
+        prompt = comfy_cli.build_prompt(job, info, names)
+        _warm_up(nodes, job, info, names)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == "cuda" else [])
+        with torch_profile(activities=activities) as prof:
+            start = time.perf_counter()
+            outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
+            seconds = time.perf_counter() - start
+    report = comfy_cli.summarise(outputs, messages, seconds, 0.0)
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            key = "self_device_time_total" if a.device == "cuda" else "self_cpu_time_total"
+            groups[op_group(event.key)] = groups.get(op_group(event.key), 0.0) + getattr(event, key) / 1e6
+    sampling = sum(p["seconds"] for run in report["runs"] for p in run["phases"].values())
+    return {"seconds": seconds, "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+            "outside_ops": seconds - sum(groups.values()), "sampling": sampling,
+            "evaluations": report["unet_evaluations"], "label": job.preset
+            + (f" + feature reuse (clock {job.feature_reuse})" if job.feature_reuse else "")}
+
+
+def write_profile(a, result: dict) -> str:
+    report = _report_module()
+    seconds = result["seconds"]
+    rows = [[group, f"{t:.1f}", f"{100 * t / seconds:.0f}%"] for group, t in result["groups"].items()]
+    rows.append(["outside any tensor op (Python, executor, bookkeeping)" if a.device == "cpu"
+                 else "host time not spent in device kernels", f"{result['outside_ops']:.1f}",
+                 f"{100 * result['outside_ops'] / seconds:.0f}%"])
+    name = f"e2e-profile-{a.pipeline}-{a.profile}-{a.device}-{a.frames}x{a.size}"
+    body = (f"## Where the time goes: the {a.pipeline} pipeline's {result['label']} ({a.device}, {a.frames} x "
+            f"{a.size})\n\n- command: `python -m ocd bench {' '.join(a.argv)}`\n"
+            f"- machine: {report.machine_description(a.device)}\n- date: {report.today()}\n"
+            f"- one run under torch.profiler after a warm-up ({seconds:.1f} s with the profiler's overhead, "
+            f"{result['evaluations']} UNet evaluations); self time of the aten ops by group; the sampling "
+            f"phases of the run report took {result['sampling']:.1f} s ({100 * result['sampling'] / seconds:.0f}%), "
+            f"the rest ({seconds - result['sampling']:.1f} s) is VAE decoding, saving and the executor (as in the "
+            f"side-by-side rows, loading, VAE encoding and masks are cached from the one-step warm-up: only "
+            f"what depends on the step count runs again)\n\n" + report.markdown_table(["op group", "s", "share of the run"], rows) + "\n")
+    if not a.no_write:
+        report.write_section(name, body)
+    return body
+
+
+def _report_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "ocd_bench_report", comfy_cli.PACK_ROOT / "scripts" / "benchmarks" / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
+    return report
+
+
+def write(a, results: list[dict]) -> str:
+    """The docs/BENCHMARKS.md section and the plot; returns the section's text."""
+    report = _report_module()
     header = ["preset", "wall s", "speed-up vs vanilla", "UNet evaluations", "latent pixels", "peak memory MiB",
               "attention record", "PSNR in object dB", "PSNR outside dB", "flow-warping error"]
     rows = []
@@ -208,7 +320,10 @@ def write(a, results: list[dict]) -> str:
             f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
             f"- date: {report.today()}\n- the templates of `python -m ocd edit` (docs/README), {weights}, the "
             f"clip {Path(a.video).name}; fidelity against vanilla on the decoded frames, the object's mask from "
-            f"Auto Saliency; plot: `docs/benchmarks/{plot.name}`\n\n"
+            f"Auto Saliency; wall time: after a one-step warm-up of the same graph, so only what depends on the "
+            f"step count runs again (samplers, inversion included, VAE decoding, saving); peak memory: above what was resident before the run (the models loaded; CPU: "
+            f"RSS high-water mark after trimming the C heap, GPU: max_memory_allocated); plot: "
+            f"`docs/benchmarks/{plot.name}`\n\n"
             + report.markdown_table(header, rows) + "\n")
     by_name = {r["preset"]: r for r in results}
     reused = [r for r in results if r["preset"].startswith("ocd + feature reuse")]
@@ -238,6 +353,8 @@ def add_parser(sub) -> None:
     b.add_argument("--mini", action="store_true", help="with --random-weights: the mini SD1.5 UNet (a smoke run)")
     b.add_argument("--feature-reuse", type=int, metavar="CLOCK",
                    help="one more row: the ocd preset with Feature Reuse (OCD) at this clock")
+    b.add_argument("--profile", choices=["vanilla", "optimized", "ocd"],
+                   help="instead of the side-by-side run: profile this preset's run (torch.profiler), its own section")
     b.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     b.add_argument("--comfyui")
     b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
@@ -246,6 +363,9 @@ def add_parser(sub) -> None:
 def main(a) -> int:
     if not a.random_weights and a.checkpoint is None:
         raise comfy_cli.UsageError("--checkpoint FILE is needed, or --random-weights")
+    if a.profile:
+        print(write_profile(a, profile(a)))
+        return 0
     results = bench(a)
     print(write(a, results))
     return 0

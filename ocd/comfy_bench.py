@@ -163,6 +163,10 @@ def _job(a, preset: str, clock: int | None) -> argparse.Namespace:
                                  "seed": 0, "feature_reuse": clock})
 
 
+def _label(preset: str, clock: int | None) -> str:
+    return preset + (f" + feature reuse (clock {clock})" if clock else "")
+
+
 def _warm_up(nodes, job, info, names) -> None:
     """A one-step run of the same graph: loads the models (kept) and the clip."""
     comfy_cli.run_prompt(nodes, comfy_cli.build_prompt(argparse.Namespace(**{**vars(job), "steps": 1}), info, names),
@@ -176,10 +180,11 @@ def bench(a) -> list[dict]:
 
     results = []
     with _session(a) as (base, nodes, info, names):
-        rows = [(preset, preset, None) for preset in PRESETS[a.pipeline]]
+        rows = [(preset, None) for preset in PRESETS[a.pipeline]]
         if a.feature_reuse:  # the OCD preset once more, with Feature Reuse (OCD) after the checkpoint
-            rows.append((f"ocd + feature reuse (clock {a.feature_reuse})", "ocd", a.feature_reuse))
-        for label, preset, clock in rows:
+            rows.append(("ocd", a.feature_reuse))
+        for preset, clock in rows:
+            label = _label(preset, clock)
             job = _job(a, preset, clock)
             prompt = comfy_cli.build_prompt(job, info, names)
             _warm_up(nodes, job, info, names)
@@ -194,7 +199,7 @@ def bench(a) -> list[dict]:
             pixels = sum(p["latent_pixels"] for run in report["runs"] for p in run["phases"].values())
             records = [s["facts"]["attention_record"] for run in report["runs"] for s in run["nodes"].values()
                        if "attention_record" in s["facts"]]
-            results.append({"preset": label, "seconds": seconds, "evaluations": report["unet_evaluations"],
+            results.append({"preset": label, "clock": clock, "seconds": seconds, "evaluations": report["unet_evaluations"],
                             "latent_pixels": pixels, "peak_mib": memory.mib, "frames": frames,
                             "record": records[0] if records else None,
                             "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
@@ -256,15 +261,15 @@ def profile(a) -> dict:
             seconds = time.perf_counter() - start
     report = comfy_cli.summarise(outputs, messages, seconds, 0.0)
     groups: dict[str, float] = {}
+    self_time = "self_device_time_total" if a.device == "cuda" else "self_cpu_time_total"
     for event in prof.key_averages():
         if event.key.startswith("aten::"):
-            key = "self_device_time_total" if a.device == "cuda" else "self_cpu_time_total"
-            groups[op_group(event.key)] = groups.get(op_group(event.key), 0.0) + getattr(event, key) / 1e6
+            group = op_group(event.key)
+            groups[group] = groups.get(group, 0.0) + getattr(event, self_time) / 1e6
     sampling = sum(p["seconds"] for run in report["runs"] for p in run["phases"].values())
     return {"seconds": seconds, "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
             "outside_ops": seconds - sum(groups.values()), "sampling": sampling,
-            "evaluations": report["unet_evaluations"], "label": job.preset
-            + (f" + feature reuse (clock {job.feature_reuse})" if job.feature_reuse else "")}
+            "evaluations": report["unet_evaluations"], "label": _label(job.preset, job.feature_reuse)}
 
 
 def write_profile(a, result: dict) -> str:
@@ -325,10 +330,10 @@ def write(a, results: list[dict]) -> str:
             f"RSS high-water mark after trimming the C heap, GPU: max_memory_allocated); plot: "
             f"`docs/benchmarks/{plot.name}`\n\n"
             + report.markdown_table(header, rows) + "\n")
-    by_name = {r["preset"]: r for r in results}
-    reused = [r for r in results if r["preset"].startswith("ocd + feature reuse")]
-    if reused and "ocd" in by_name:
-        body += (f"\n{reused[0]['preset']} against ocd: {by_name['ocd']['seconds'] / reused[0]['seconds']:.2f}x "
+    ocd = [r for r in results if r["preset"] == "ocd"]
+    reused = [r for r in results if r["clock"]]
+    if reused and ocd:
+        body += (f"\n{reused[0]['preset']} against ocd: {ocd[0]['seconds'] / reused[0]['seconds']:.2f}x "
                  f"faster ({reused[0]['evaluations']} UNet evaluations, of which "
                  f"{reused[0]['reused_evaluations']} on reused steps).\n")
     if not a.no_write:

@@ -119,3 +119,47 @@ def run():
 def pytest_collection_modifyitems(config, items):
     # e2e tests share one server: run them last so an early failure elsewhere is quick to see
     items.sort(key=lambda item: "tests/e2e/" in str(item.fspath).replace(os.sep, "/"))
+
+
+# ---- random-weight Wan video models (tests/support/random_wan.py) ---------------------------
+WAN21_SMALL_FILE = "ocd-test-wan21-small.safetensors"
+WAN21_VAE_FILE = "ocd-test-wan21-vae.safetensors"
+# a test-only custom node pack (OCDTest_TextConditioning), loaded from its own custom_nodes/ entry
+TEST_NODE_PACK = REPO_ROOT / "tests" / "support" / "test_nodes" / "ocd_test_nodes"
+
+
+@pytest.fixture(scope="session")
+def wan21_small_model_file(tmp_path_factory, comfy) -> Path:
+    """A random Wan 2.1 T2V diffusion-model file (random_wan.WAN21_SMALL, seed 0), written once per run."""
+    from tests.support.random_wan import WAN21_SMALL, write_wan_model
+
+    return write_wan_model(tmp_path_factory.mktemp("models_wan") / WAN21_SMALL_FILE, WAN21_SMALL, seed=0)
+
+
+@pytest.fixture(scope="session")
+def wan21_vae_file(tmp_path_factory, comfy) -> Path:
+    """A random Wan 2.1 VAE file (random_wan.WAN21_VAE_DIM) that VAELoader loads, written once per run."""
+    from tests.support.random_wan import write_wan21_vae
+
+    return write_wan21_vae(tmp_path_factory.mktemp("models_wan_vae") / WAN21_VAE_FILE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def wan21_small(wan21_small_model_file):
+    """The small Wan's ModelPatcher, loaded in-process as UNETLoader loads it (clone before patching)."""
+    from tests.support.random_wan import load_wan
+
+    return load_wan(wan21_small_model_file)
+
+
+@pytest.fixture(scope="session")
+def ocd_test_nodes(comfy):
+    """The test-only node pack loaded as ComfyUI loads a custom node; maps node id -> node class."""
+    import nodes
+
+    link = Path(nodes.base_directory) / "custom_nodes" / TEST_NODE_PACK.name
+    if not link.exists():
+        link.symlink_to(TEST_NODE_PACK, target_is_directory=True)
+    before = set(nodes.NODE_CLASS_MAPPINGS)
+    assert asyncio.run(nodes.load_custom_node(str(link))), "ComfyUI failed to load the test node pack"
+    return {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items() if k not in before}

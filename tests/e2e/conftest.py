@@ -1,10 +1,12 @@
 """One real ComfyUI server per test run, with the pack, test clips, a mini SD1.5 checkpoint, a
-random ControlNet of its architecture and a random Segment Anything vit_b."""
+random ControlNet of its architecture, a random Segment Anything vit_b, a small random Wan 2.1
+model and VAE, and the test-only node pack (OCDTest_TextConditioning, a stand-in for Wan's
+text encoder)."""
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_base_directory
+from tests.conftest import TEST_NODE_PACK, WAN21_SMALL_FILE, WAN21_VAE_FILE, make_base_directory
 from tests.support.server import ComfyServer
 
 MINI_CHECKPOINT = "ocd-test-mini-sd15.safetensors"
@@ -13,10 +15,15 @@ RANDOM_SAM = "ocd-test-random-vit-b.pth"
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, test_videos, mini_sd15_checkpoint):
+def server(tmp_path_factory, test_videos, mini_sd15_checkpoint, wan21_small_model_file, wan21_vae_file):
     base = make_base_directory(tmp_path_factory.mktemp("comfy_server"), test_videos)
     # Random weights, built through ComfyUI's classes once per run (tests/conftest.py); never committed.
     (base / "models" / "checkpoints" / MINI_CHECKPOINT).symlink_to(mini_sd15_checkpoint)
+    for folder, name, path in (("diffusion_models", WAN21_SMALL_FILE, wan21_small_model_file),
+                               ("vae", WAN21_VAE_FILE, wan21_vae_file)):
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).symlink_to(path)
+    (base / "custom_nodes" / TEST_NODE_PACK.name).symlink_to(TEST_NODE_PACK, target_is_directory=True)
     from tests.support.random_models import write_mini_sd15_controlnet
     from tests.support.random_sam import write_sam_checkpoint
 
@@ -32,3 +39,4 @@ def server(tmp_path_factory, test_videos, mini_sd15_checkpoint):
 @pytest.fixture(scope="session")
 def object_info(server):
     return server.get("/object_info")
+

@@ -1,0 +1,47 @@
+"""A test-only ComfyUI custom node pack (never shipped): stand-ins the OCD test suite needs
+in a real ComfyUI server, where nothing can be downloaded.
+
+- ``OCDTest_TextConditioning``: a CONDITIONING ``[[tensor [1, tokens, 4096], {}]]`` derived
+  deterministically from the text, in place of umt5-xxl (Wan's text encoder: far too large to
+  build with random weights; ComfyUI's Wan keeps a text width of 4096).
+
+It is loaded from its own custom_nodes/ entry, apart from the pack, so it imports only torch,
+hashlib and ComfyUI. tests/support/random_wan.py ``text_conditioning`` computes the same
+tensor (tests/integration/test_random_wan.py checks that they agree).
+"""
+import hashlib
+
+import torch
+
+TEXT_DIM = 4096
+TEXT_STD = 0.15
+
+
+def text_embedding(text, tokens=16):
+    """N(0, 0.15^2) of shape [1, tokens, 4096], seeded by the text's sha256 (63 bits)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((1, int(tokens), TEXT_DIM), generator=gen, dtype=torch.float32) * TEXT_STD
+
+
+class OCDTestTextConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"text": ("STRING", {"multiline": True, "default": "a red ball rolls across the grass"})},
+            "optional": {"tokens": ("INT", {"default": 16, "min": 1, "max": 512,
+                                            "tooltip": "Number of text tokens of the conditioning."})},
+        }
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "OCD tests"
+    DESCRIPTION = ("Test only: a deterministic [1, tokens, 4096] text conditioning (a hash of the text "
+                   "seeds it) standing in for umt5-xxl, for random-weight Wan models.")
+
+    def encode(self, text, tokens=16):
+        return ([[text_embedding(text, tokens), {}]],)
+
+
+NODE_CLASS_MAPPINGS = {"OCDTest_TextConditioning": OCDTestTextConditioning}
+NODE_DISPLAY_NAME_MAPPINGS = {"OCDTest_TextConditioning": "Test Text Conditioning (OCD tests)"}

@@ -90,6 +90,10 @@ class MergePlan:
 
     slot: torch.Tensor
     size: int
+    # [B, size]: the token each slot stands for where one position is needed (a transformer's
+    # positional encoding, its per-token modulation): a merged slot's destination, an unmerged
+    # token itself. None: the lowest token index in the slot.
+    representative: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -129,20 +133,63 @@ class MergePlan:
         counts.scatter_add_(1, self.slot, torch.ones_like(self.slot))
         return torch.gather(counts, 1, self.slot) > 1
 
+    def slot_sizes(self) -> torch.Tensor:
+        """``[B, size]`` int64: how many tokens each slot holds."""
+        counts = torch.zeros(self.slot.shape[0], self.size, dtype=torch.int64, device=self.slot.device)
+        return counts.scatter_add_(1, self.slot, torch.ones_like(self.slot))
+
+    def representatives(self) -> torch.Tensor:
+        """``[B, size]``: the token each slot stands for (see ``representative``)."""
+        if self.representative is not None:
+            return self.representative
+        tokens = torch.arange(self.num_tokens, device=self.slot.device).expand_as(self.slot)
+        first = torch.full((self.slot.shape[0], self.size), self.num_tokens, dtype=torch.int64, device=self.slot.device)
+        return first.scatter_reduce_(1, self.slot, tokens, "amin")
+
+    def unmerge_update(self, x: torch.Tensor, merged_in: torch.Tensor, merged_out: torch.Tensor) -> torch.Tensor:
+        """The outputs of a residual block run on merged tokens, for every token.
+
+        x ``[..., B, T, C]`` (the block's input), merged_in ``[..., B, size, C]`` (``merge(x)``),
+        merged_out (the block's output on it). A token alone in its slot takes its output as
+        is; a merged token keeps its own residual stream and adds its slot's update,
+        ``x + unmerge(out - in)``, so tokens merged together stay apart where they were apart.
+        """
+        alone = torch.gather(self.slot_sizes(), 1, self.slot) == 1  # [B, T]
+        update = self.unmerge(merged_out - merged_in)
+        return torch.where(alone.unsqueeze(-1), self.unmerge(merged_out), x + update)
+
+    def with_prefix(self, prefix: int) -> "MergePlan":
+        """The plan for ``prefix`` unmerged tokens followed by this plan's tokens."""
+        if prefix == 0:
+            return self
+        B = self.slot.shape[0]
+        head = torch.arange(prefix, device=self.slot.device).expand(B, prefix)
+        return MergePlan(torch.cat([head, self.slot + prefix], 1), self.size + prefix,
+                         torch.cat([head, self.representatives() + prefix], 1))
+
     def row(self, b: int) -> "MergePlan":
-        return MergePlan(self.slot[b : b + 1], self.size)
+        rep = None if self.representative is None else self.representative[b : b + 1]
+        return MergePlan(self.slot[b : b + 1], self.size, rep)
+
+    def repeat_rows(self, times: int) -> "MergePlan":
+        """The plan for ``times`` groups of these rows, group-major (the CFG groups of a batch)."""
+        rep = self.representatives().repeat(times, 1)
+        return MergePlan(self.slot.repeat(times, 1), self.size, rep)
 
     @staticmethod
     def stack(rows: Sequence["MergePlan"]) -> "MergePlan":
         sizes = {p.size for p in rows}
         if len(sizes) != 1:
             raise ValueError(f"cannot stack merge plans of different merged sizes {sorted(sizes)}")
-        return MergePlan(torch.cat([p.slot for p in rows]), sizes.pop())
+        rep = None
+        if all(p.representative is not None for p in rows):
+            rep = torch.cat([p.representative for p in rows])
+        return MergePlan(torch.cat([p.slot for p in rows]), sizes.pop(), rep)
 
     @staticmethod
     def identity(batch: int, tokens: int, device=None) -> "MergePlan":
         slot = torch.arange(tokens, device=device).expand(batch, tokens).contiguous()
-        return MergePlan(slot, tokens)
+        return MergePlan(slot, tokens, slot)
 
 
 def _best_match(a: torch.Tensor, b: torch.Tensor, fg_src=None, fg_dst=None, penalty=None):
@@ -235,7 +282,8 @@ def bipartite_soft_matching(
         slot.scatter_(1, torch.gather(a_idx, 1, unm_idx), positions[:, :unm_len])
         slot.scatter_(1, b_idx, unm_len + positions[:, :num_dst])
         slot.scatter_(1, torch.gather(a_idx, 1, src_idx), unm_len + dst_idx)
-    return MergePlan(slot, unm_len + num_dst)
+        representative = torch.cat([torch.gather(a_idx, 1, unm_idx), b_idx], dim=1)
+    return MergePlan(slot, unm_len + num_dst, representative)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +328,34 @@ class MergeStore(SharedAcrossClones):
 
 
 BLOCK_NAMES = ("input", "middle", "output")
+
+# How a video transformer merges (``TokenMergeSettings.dit_merge``): "tokens" merges the
+# background's tokens before each merged block and unmerges after it (attention, cross-attention
+# and FFN all run on fewer tokens); "keys_values" keeps every token and merges only the
+# background's keys/values inside self-attention, after the positional encoding.
+DIT_MERGE_MODES = ("tokens", "keys_values")
+
+
+def parse_block_numbers(text: str, input_name: str = "dit_blocks") -> tuple[tuple[int, int | None], ...]:
+    """"all", or block numbers and ranges such as "0-9,20-" -> ((first, last or None), ...).
+    A range's end is included; an open end reaches the last block."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise OCDInputError(input_name, "is empty: write 'all' or block numbers and ranges such as '2-27' or '0,5-'")
+    if items == ["all"]:
+        return ((0, None),)
+    ranges = []
+    for item in items:
+        first, dash, last = item.partition("-")
+        if not first.strip().isdigit() or (last.strip() and not last.strip().isdigit()):
+            raise OCDInputError(input_name, f"'{item}' is not a block number or range: write 'all' or e.g. "
+                                "'2-27', '0,5-' (numbers from 0, ends included)")
+        lo = int(first)
+        hi = (int(last) if last.strip() else None) if dash else lo
+        if hi is not None and hi < lo:
+            raise OCDInputError(input_name, f"'{item}' ends before it starts")
+        ranges.append((lo, hi))
+    return tuple(ranges)
 
 
 def parse_blocks(text: str, input_name: str = "blocks") -> tuple[str, ...]:
@@ -329,13 +405,36 @@ class TokenMergeSettings(SharedAcrossClones):
     pairing: str = "off"
     store: MergeStore | None = None
     node: object = None
+    # video transformers (DiTs): which blocks merge, and how (DIT_MERGE_MODES)
+    dit_blocks: tuple[tuple[int, int | None], ...] = ((0, None),)
+    dit_merge: str = "tokens"
+    transformer: bool = False  # set on a video transformer's clone: the report shows its settings
 
     def summary(self) -> dict:
         """The settings as the run report shows them."""
+        if self.transformer:
+            return self.transformer_summary()
         return {"feature": "token_merge", "merge_ratio": self.ratio, "stride": [self.sx, self.sy],
                 "max_downsample": self.max_downsample, "blocks": ",".join(self.blocks),
                 "foreground_protection": self.protection if self.foreground_mask is not None else 0.0,
                 "mask": self.foreground_mask is not None, "pairing": self.pairing}
+
+    def transformer_summary(self) -> dict:
+        """The settings as the run report shows them for a video transformer."""
+        blocks = ",".join(f"{lo}" if hi == lo else f"{lo}-{'' if hi is None else hi}" for lo, hi in self.dit_blocks)
+        return {"feature": "token_merge", "merge_ratio": self.ratio, "stride": [self.sx, self.sy],
+                "dit_blocks": "all" if self.dit_blocks == ((0, None),) else blocks, "dit_merge": self.dit_merge,
+                "foreground_protection": self.protection if self.foreground_mask is not None else 0.0,
+                "mask": self.foreground_mask is not None, "pairing": self.pairing}
+
+    def merges_block(self, number: int) -> bool:
+        """Whether a video transformer's block ``number`` merges."""
+        return self.ratio > 0 and any(lo <= number and (hi is None or number <= hi) for lo, hi in self.dit_blocks)
+
+    def missing_blocks(self, count: int) -> list[str]:
+        """The parts of ``dit_blocks`` a network of ``count`` blocks does not have."""
+        return [f"{lo}" if hi == lo else f"{lo}-{'' if hi is None else hi}" for lo, hi in self.dit_blocks
+                if lo >= count or (hi is not None and hi >= count)]
 
     def warnings(self) -> list[str]:
         """What the settings cannot do as asked (the run report says it once per run)."""
@@ -363,6 +462,8 @@ class TokenMergeSettings(SharedAcrossClones):
             raise OCDInputError("pairing", f"'{self.pairing}' is not one of {PAIRING_MODES}")
         if self.pairing != "off" and self.store is None:
             raise OCDInputError("merge_record", f"pairing '{self.pairing}' needs a merge record")
+        if self.dit_merge not in DIT_MERGE_MODES:
+            raise OCDInputError("dit_merge", f"'{self.dit_merge}' is not one of {DIT_MERGE_MODES}")
         if self.foreground_mask is not None and self.foreground_mask.ndim != 3:
             raise OCDInputError("mask", f"expected [frames, height, width], got shape {tuple(self.foreground_mask.shape)}")
         return self
@@ -391,6 +492,7 @@ def plan_token_sets(
     step: int,
     settings: TokenMergeSettings,
     protect_sources: bool = True,
+    frame_weights=None,
 ) -> MergePlan:
     """Merge plans for B token sets, each the tokens of one or more frames.
 
@@ -401,6 +503,9 @@ def plan_token_sets(
      - grid: (h, w) token grid of one frame; step: the sampling step
      - protect_sources: see ``bipartite_soft_matching`` (False for key/value pools unless
        ``settings.protect_keys``)
+     - frame_weights(frames, h, w, device) -> ``[len(frames), h * w]``: the object weights of
+       the frames' tokens; default ``settings.foreground`` (frames of the video itself; a video
+       latent's frames hold several video frames and pass their own)
     Destinations of each frame follow (seed, frame, step), the same in every token set that
     holds the frame. In replay mode the plans come from the store, nothing is computed.
     """
@@ -420,7 +525,9 @@ def plan_token_sets(
                 raise OCDInputError("merge_record", f"recorded merge for {key} has {plan.num_tokens} "
                                     f"tokens, this pass has {metric.shape[1]}")
             rows.append(plan)
-        return MergePlan.stack([MergePlan(p.slot.to(metric.device), p.size) for p in rows])
+        return MergePlan.stack([MergePlan(p.slot.to(metric.device), p.size,
+                                          None if p.representative is None else p.representative.to(metric.device))
+                                for p in rows])
 
     cached = [store.get(k) for k in keys] if store is not None else [None] * B
     if all(p is not None for p in cached):
@@ -436,7 +543,9 @@ def plan_token_sets(
 
     foreground = None
     all_frames = sorted(frame_mask)
-    weights = settings.foreground(all_frames, h, w, metric.device)
+    weights = None
+    if settings.foreground_mask is not None and settings.protection > 0:
+        weights = (frame_weights or settings.foreground)(all_frames, h, w, metric.device)
     if weights is not None:
         row_of = {f: i for i, f in enumerate(all_frames)}
         foreground = torch.stack([torch.cat([weights[row_of[f]] for f in frames]) for frames in token_sets])

@@ -71,3 +71,56 @@ def token_weights(mask: torch.Tensor, frames: Sequence[int], h: int, w: int, dev
     for absolute video frames ``frames``."""
     picked = pick_frames(mask, frames, input_name)
     return weights(picked, len(frames), h, w, input_name).reshape(len(frames), h * w).to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Video latents: latent frames that each hold several video frames
+# ---------------------------------------------------------------------------------------------
+# A video VAE compresses time too (Wan's: 4x, causally: latent frame 0 holds video frame 0
+# alone, latent frame j > 0 holds video frames 4j-3 .. 4j). A cell of such a latent spans its
+# video frames as well as its area, so its coverage is the mask's share of that whole volume:
+# the area coverage averaged over the cell's video frames. The rule above then applies as is.
+
+def latent_frame_groups(mask_frames: int, latent_frames: int, temporal_scale: int,
+                        input_name: str = "mask") -> list[list[int]]:
+    """For each latent frame ``0 .. latent_frames - 1``, the mask frames it covers.
+
+    A mask may give one frame for every frame, one frame per video frame (the clip the latent
+    was encoded from: ``(latent_frames - 1) * temporal_scale + 1`` frames, up to
+    ``temporal_scale - 1`` more that the encoder dropped) or one frame per latent frame.
+    """
+    if mask_frames == 1:
+        return [[0]] * latent_frames
+    video = (latent_frames - 1) * temporal_scale + 1
+    if video <= mask_frames < video + temporal_scale:
+        return [[0]] + [list(range(temporal_scale * j - temporal_scale + 1, temporal_scale * j + 1))
+                        for j in range(1, latent_frames)]
+    if mask_frames == latent_frames:
+        return [[j] for j in range(latent_frames)]
+    raise OCDInputError(input_name, f"has {mask_frames} frames; the latent has {latent_frames} frames, which hold "
+                        f"{video} video frames (the first alone, then {temporal_scale} per latent frame): give one "
+                        f"mask per video frame ({video}), one per latent frame ({latent_frames}) or one for all frames")
+
+
+def latent_coverage(mask, frames: Sequence[int], latent_frames: int, temporal_scale: int, height: int, width: int,
+                    input_name: str = "mask") -> torch.Tensor:
+    """``[len(frames), height, width]``: the share of each cell of the absolute latent frames
+    ``frames`` (of a latent of ``latent_frames`` frames) that the mask covers, over the cell's
+    area and its video frames."""
+    m = ops.normalize_mask(mask, input_name)
+    groups = latent_frame_groups(m.shape[0], latent_frames, temporal_scale, input_name)
+    last = max(frames) if len(frames) else -1
+    if last >= latent_frames:
+        raise OCDInputError(input_name, f"latent frame {last} is being sampled but the latent has {latent_frames}")
+    needed = sorted({f for j in frames for f in groups[j]})
+    area = dict(zip(needed, ops.resize(m[needed], height, width)))
+    return torch.stack([torch.stack([area[f] for f in groups[j]]).mean(0) for j in frames]) if len(frames) else \
+        torch.zeros(0, height, width)
+
+
+def latent_token_weights(mask, frames: Sequence[int], latent_frames: int, temporal_scale: int, h: int, w: int,
+                         device=None, input_name: str = "mask") -> torch.Tensor:
+    """``[len(frames), h * w]``: the object weight of every token of an ``h x w`` token grid on
+    absolute latent frames ``frames``, by the rule above."""
+    cover = latent_coverage(mask, frames, latent_frames, temporal_scale, h, w, input_name)
+    return weights_from_coverage(cover).reshape(len(frames), h * w).to(device)

@@ -370,3 +370,120 @@ def plan_dual_rate(sigmas: torch.Tensor, mask, frames: int, height: int, width: 
         mode, reason = "dual", "foreground crop and background branches"
     prediction = predicted_cost(schedule, sampler_name, frames, height, width, box, mode)
     return DualRatePlan(mode, reason, schedule, weights, box, prediction)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan in token form (video transformers)
+# ---------------------------------------------------------------------------------------------
+# A transformer needs no rectangle: it runs any set of tokens, each at its own position. So
+# on a video transformer the two branches share one latent and one sampling pass. The steps
+# where the background branch would step ("full steps": the background's ``phi`` times fewer
+# steps, then every joint step) run every token; the others ("subset steps") run only the
+# tokens of the object and a margin around it, each at its own position, while the rest of
+# the frame keeps the model's output of the last full step; with the keys/values of that step
+# as the subset's context. With Euler on a flow-matching model this moves the background by
+# exactly one Euler step from its last full step to the next: the background branch of the
+# plan above, with phi times fewer steps. The blend weights decide, on every subset step,
+# how much of each latent pixel the new output owns (feathered: a seam two pixels wide).
+
+@dataclass(frozen=True)
+class TokenStepPlan:
+    """What a dual-rate run on a video transformer will do, decided before any model runs.
+
+    - weights ``[T, 1, h, w]``: the blend weights on the latent grid (T latent frames)
+    - subset ``[T, th, tw]`` bool: the tokens a subset step runs (the weights' support, grown
+      by the margin), on the token grid (``patch`` latent pixels per token)
+    """
+
+    mode: str  # one of MODES
+    reason: str
+    schedule: DualRateSchedule
+    weights: torch.Tensor
+    subset: torch.Tensor
+    patch: tuple[int, int]
+    evaluations: int | None
+    subset_evaluations: int | None
+
+    @property
+    def full_steps(self) -> frozenset[int]:
+        """Step indices (in the full schedule) that run every token."""
+        s = self.schedule
+        if self.mode == "ordinary":
+            return frozenset(range(s.steps))
+        return frozenset(s.background_indices[:-1]) | frozenset(range(s.blend_index, s.steps))
+
+    def is_subset_step(self, step: int) -> bool:
+        return self.mode != "ordinary" and step < self.schedule.blend_index and step not in self.full_steps
+
+    @property
+    def subset_steps(self) -> list[int]:
+        """Step indices that run only the object's tokens and their margin."""
+        return [i for i in range(self.schedule.steps) if self.is_subset_step(i)]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.subset.numel())
+
+    @property
+    def subset_tokens(self) -> int:
+        return int(self.subset.sum())
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        """Token-steps of ordinary sampling over this plan's, if a step costs its tokens."""
+        if self.evaluations is None or self.subset_evaluations is None:
+            return None
+        mine = (self.evaluations - self.subset_evaluations) * self.tokens + self.subset_evaluations * self.subset_tokens
+        return self.evaluations * self.tokens / mine if mine else None
+
+
+def token_subset(weights: torch.Tensor, patch: tuple[int, int], margin: int) -> torch.Tensor:
+    """``[T, th, tw]`` bool: tokens whose ``patch`` of latent pixels holds any weight, grown by
+    ``margin`` latent pixels (rounded up to whole tokens) within each frame.
+
+    weights: ``[T, 1, h, w]`` (or ``[T, h, w]``) on the latent grid.
+    """
+    if margin < 0:
+        raise OCDInputError("crop_padding", f"is {margin}; it must be >= 0")
+    ph, pw = patch
+    w = weights.reshape(-1, weights.shape[-2], weights.shape[-1])
+    h_pad, w_pad = (-w.shape[1]) % ph, (-w.shape[2]) % pw
+    support = torch.nn.functional.pad((w > 0).to(torch.float32), (0, w_pad, 0, h_pad))
+    tokens = torch.nn.functional.max_pool2d(support[:, None], (ph, pw))[:, 0]
+    grow_h, grow_w = -(-margin // ph), -(-margin // pw)
+    if grow_h or grow_w:
+        tokens = torch.nn.functional.max_pool2d(tokens[:, None], (2 * grow_h + 1, 2 * grow_w + 1), stride=1,
+                                                padding=(grow_h, grow_w))[:, 0]
+    return tokens > 0
+
+
+def plan_token_steps(sigmas: torch.Tensor, cover: torch.Tensor, settings: DualRateSettings,
+                     patch: tuple[int, int], sampler_name: str = "euler") -> TokenStepPlan:
+    """The plan of a dual-rate run on a video transformer over ``sigmas`` (the full schedule).
+
+    cover: ``[T, h, w]``, the mask's coverage of every latent pixel of the T latent frames
+    (``ocd.masks.grid.latent_coverage``); patch: latent pixels per token (height, width).
+    """
+    schedule = split_schedule(sigmas.detach().cpu(), settings.background_step_ratio, settings.blend_point)
+    weights = blend_weights(cover[:, None], settings.blend)
+    subset = token_subset(weights, patch, settings.crop_padding)
+    if len(sigmas) <= 1:
+        mode, reason = "ordinary", "nothing to denoise (denoise = 0)"
+    elif schedule.blend_index == 0:
+        mode, reason = "ordinary", "blend_point leaves no branch steps"
+    elif not bool(subset.any()):
+        mode, reason = "background_only", ("the mask is empty: every branch step the background skips keeps the "
+                                           "last full step's output everywhere")
+    elif bool(subset.all()):
+        mode, reason = "ordinary", "the object and its margin cover every token"
+    else:
+        mode, reason = "dual", "object tokens on every step, the whole frame on the background's steps"
+    total = evaluations(sampler_name, schedule.sigmas)
+    plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total, None)
+    if total is not None and len(sigmas) > 1 and mode != "ordinary":
+        per_step = total / schedule.steps  # 1 or (nearly) 2 evaluations per step
+        plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total,
+                             int(round(len(plan.subset_steps) * per_step)))
+    elif total is not None:
+        plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total, 0)
+    return plan

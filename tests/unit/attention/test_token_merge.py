@@ -215,3 +215,53 @@ def test_matching_in_chunks_gives_the_same_plan(monkeypatch, protection):
     monkeypatch.setattr(tm, "_SCORE_CHUNK_ELEMENTS", 7 * int(is_dst.sum()))  # 7 sources per chunk
     chunked = tm.bipartite_soft_matching(x, is_dst, r, fg, protection=protection)
     assert torch.equal(chunked.slot, whole.slot) and chunked.size == whole.size
+
+
+# ---------------------------------------------------------------- what video transformers need
+
+def test_a_plan_knows_the_token_each_slot_stands_for():
+    gen = torch.Generator().manual_seed(0)
+    metric = torch.randn(2, 64, 8, generator=gen)
+    is_dst = torch.zeros(2, 64, dtype=torch.bool)
+    is_dst[:, ::4] = True
+    plan = tm.bipartite_soft_matching(metric, is_dst, 24)
+    rep = plan.representatives()
+    assert rep.shape == (2, plan.size)
+    # every slot's representative sits in that slot; merged slots are represented by their destination
+    assert torch.equal(torch.gather(plan.slot, 1, rep), torch.arange(plan.size).expand(2, -1))
+    merged = plan.slot_sizes() > 1
+    assert bool(is_dst.gather(1, rep)[merged].all())
+    # without the stored representatives, the lowest token of each slot
+    bare = tm.MergePlan(plan.slot, plan.size)
+    assert torch.equal(torch.gather(bare.slot, 1, bare.representatives()), torch.arange(plan.size).expand(2, -1))
+
+
+def test_unmerge_update_is_exact_for_tokens_alone_and_residual_for_merged_ones():
+    x = torch.randn(1, 6, 3)
+    plan = tm.MergePlan(torch.tensor([[0, 1, 1, 2, 3, 4]]), 5)
+    merged = plan.merge(x)
+    out = merged * 2.0 + 1.0  # a "block"
+    y = plan.unmerge_update(x, merged, out)
+    assert torch.equal(y[:, 0], out[:, 0]) and torch.equal(y[:, 5], out[:, 4])  # alone: the block's output
+    assert torch.allclose(y[:, 1], x[:, 1] + (out[:, 1] - merged[:, 1]))  # merged: own stream + slot's update
+    assert torch.allclose(y[:, 2], x[:, 2] + (out[:, 1] - merged[:, 1]))
+    identity = tm.MergePlan.identity(1, 6)
+    assert torch.equal(identity.unmerge_update(x, identity.merge(x), x * 3), x * 3)
+
+
+def test_with_prefix_keeps_leading_tokens_alone():
+    plan = tm.MergePlan(torch.tensor([[0, 0, 1]]), 2).with_prefix(2)
+    assert plan.slot.tolist() == [[0, 1, 2, 2, 3]] and plan.size == 4
+    assert plan.representatives().tolist() == [[0, 1, 2, 4]]
+
+
+def test_block_numbers_parse_ranges_and_name_the_input():
+    assert tm.parse_block_numbers("all") == ((0, None),)
+    assert tm.parse_block_numbers("0-9, 20-") == ((0, 9), (20, None))
+    settings = tm.TokenMergeSettings(dit_blocks=tm.parse_block_numbers("2,5-6"))
+    assert [i for i in range(8) if settings.merges_block(i)] == [2, 5, 6]
+    assert settings.missing_blocks(6) == ["5-6"]
+    for bad in ("", "x", "3-1", "-4", "input"):
+        with pytest.raises(OCDInputError) as err:
+            tm.parse_block_numbers(bad)
+        assert "dit_blocks" in str(err.value)

@@ -119,3 +119,36 @@ def test_fusion_merges_the_mask_with_the_query_plan():
                          query_plan=tm.MergePlan.stack([plan, plan]))
     torch.testing.assert_close(hook._query_mask(call, 6, 1, "cpu").flatten(),
                                torch.tensor([1.0, 0.5, 0.5, 0.0, 0.0, 0.0]))
+
+
+# ---------------------------------------------------------------- video latents (time compressed)
+
+def test_latent_frame_groups_follow_the_causal_video_vae():
+    # 3 latent frames hold 9 video frames: frame 0 alone, then 4 each
+    assert grid.latent_frame_groups(9, 3, 4) == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    # up to 3 trailing frames the encoder dropped are accepted and ignored
+    assert grid.latent_frame_groups(12, 3, 4) == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    assert grid.latent_frame_groups(3, 3, 4) == [[0], [1], [2]]  # one mask per latent frame
+    assert grid.latent_frame_groups(1, 3, 4) == [[0]] * 3  # one mask for all
+    with pytest.raises(OCDInputError) as err:
+        grid.latent_frame_groups(6, 3, 4, "object_mask")
+    assert "object_mask" in str(err.value) and "9" in str(err.value)
+
+
+def test_latent_coverage_averages_a_cells_video_frames():
+    mask = torch.zeros(5, 16, 16)
+    mask[1:3, :8, :8] = 1.0  # the object in two of latent frame 1's four video frames
+    mask[0, 8:, 8:] = 1.0
+    cover = grid.latent_coverage(mask, [0, 1], 2, 4, 2, 2)
+    assert cover.shape == (2, 2, 2)
+    assert cover[1, 0, 0].item() == pytest.approx(0.5) and cover[1, 1, 1].item() == 0.0
+    assert cover[0, 1, 1].item() == 1.0 and cover[0, 0, 0].item() == 0.0
+    weights = grid.latent_token_weights(mask, [1], 2, 4, 2, 2)
+    assert weights.shape == (1, 4) and weights[0, 0].item() == 1.0  # half covered: the object's
+
+
+def test_latent_coverage_picks_absolute_frames_of_a_window():
+    mask = torch.zeros(9, 8, 8)
+    mask[5:, :, :] = 1.0  # only latent frame 2 holds the object
+    cover = grid.latent_coverage(mask, [2, 1], 3, 4, 4, 4)
+    assert cover[0].min().item() == 1.0 and cover[1].max().item() == 0.0

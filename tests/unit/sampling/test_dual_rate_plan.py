@@ -204,3 +204,47 @@ def test_plan_refuses_bad_settings_naming_the_input():
         assert e.value.input_name == name
     with pytest.raises(OCDInputError, match="mask"):
         ocs.plan_dual_rate(sigmas, torch.zeros(3, 64, 64), 2, 8, 8, ocs.DualRateSettings(), alignment=2)
+
+
+# ---------------------------------------------------------------- the plan in token form (video transformers)
+
+def test_token_subset_covers_the_weights_and_grows_by_the_margin():
+    w = torch.zeros(2, 1, 8, 12)
+    w[0, 0, 2:4, 4:6] = 1.0  # latent pixels 2..3 x 4..5: token (1, 2) of a 2x2 patch
+    subset = ocs.token_subset(w, (2, 2), 0)
+    assert subset.shape == (2, 4, 6) and subset.sum().item() == 1 and subset[0, 1, 2]
+    assert not subset[1].any()  # frame 1 holds no object: no token of it runs
+    grown = ocs.token_subset(w, (2, 2), 2)  # 2 latent px = one token on each side
+    assert grown[0].sum().item() == 9 and grown[0, 0:3, 1:4].all()
+    with pytest.raises(OCDInputError):
+        ocs.token_subset(w, (2, 2), -1)
+
+
+def test_token_plan_runs_every_token_on_the_backgrounds_steps_and_the_joint_ones():
+    sigmas = torch.linspace(1, 0, 21)
+    cover = torch.zeros(3, 16, 16)
+    cover[:, 4:8, 4:8] = 1.0
+    plan = ocs.plan_token_steps(sigmas, cover, ocs.DualRateSettings(4.0, 0.25, 0, "hard"), (2, 2))
+    s = plan.schedule
+    assert plan.mode == "dual" and s.blend_index == 15
+    assert sorted(plan.full_steps) == [0, 4, 8, 11] + list(range(15, 20))  # background's steps, then joint
+    assert plan.subset_steps == [i for i in range(15) if i not in (0, 4, 8, 11)]
+    assert plan.subset_tokens == 3 * 4 and plan.tokens == 3 * 64
+    # token-steps: 9 full steps of 192 tokens and 11 of 12, against 20 of 192
+    assert plan.predicted_speedup == pytest.approx(20 * 192 / (9 * 192 + 11 * 12))
+    assert plan.evaluations == 20 and plan.subset_evaluations == 11
+
+
+@pytest.mark.parametrize("region, blend_point, mode", [
+    ((0, 0, 0, 0), 0.25, "background_only"),
+    ((0, 0, 16, 16), 0.25, "ordinary"),
+    ((4, 4, 8, 8), 1.0, "ordinary"),
+])
+def test_token_plan_modes(region, blend_point, mode):
+    cover = torch.zeros(1, 16, 16)
+    top, left, bottom, right = region
+    cover[:, top:bottom, left:right] = 1.0
+    plan = ocs.plan_token_steps(torch.linspace(1, 0, 9), cover, ocs.DualRateSettings(4.0, blend_point, 0), (2, 2))
+    assert plan.mode == mode
+    if mode == "ordinary":
+        assert plan.subset_steps == [] and sorted(plan.full_steps) == list(range(8))

@@ -10,7 +10,8 @@ from comfy_api.latest import io
 
 from ..ocd.attention import comfy_patches
 from ..ocd.attention.cross_frame import CROSS_FRAME_MODES
-from ..ocd.attention.token_merge import PAIRING_MODES, MergeStore, TokenMergeSettings, parse_blocks
+from ..ocd.attention.token_merge import (DIT_MERGE_MODES, PAIRING_MODES, MergeStore, TokenMergeSettings,
+                                         parse_block_numbers, parse_blocks)
 from ..ocd.errors import OCDInputError
 from ..ocd.masks.ops import normalize_mask
 from ._inputs import OCDNode
@@ -57,7 +58,7 @@ class CrossFrameAttention(OCDNode):
 
 
 class TokenMerge(OCDNode):
-    INPUT_CHECKS = {"blocks": parse_blocks}
+    INPUT_CHECKS = {"blocks": parse_blocks, "dit_blocks": parse_block_numbers}
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -67,14 +68,17 @@ class TokenMerge(OCDNode):
             category="OCD/attention",
             description="Merges redundant self-attention tokens (queries and keys/values; with "
             "Cross-Frame Attention, the key/value pool across frames) while the tokens of the "
-            "masked object stay unmerged; outputs are unmerged back to every token. Returns a "
-            "patched copy of the model.",
+            "masked object stay unmerged; outputs are unmerged back to every token. On a video "
+            "transformer (Wan 2.1/2.2) the background's tokens merge over the whole clip (across "
+            "frames) in the blocks dit_blocks names. Returns a patched copy of the model.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to patch (not changed; a patched copy is returned)."),
                 io.Float.Input(
                     "merge_ratio", default=0.5, min=0.0, max=0.9375, step=0.01,
                     tooltip="Share of tokens merged away in each merged layer (0 = off). At most "
-                    "1 - 1/(stride_x*stride_y), e.g. 0.75 with a 2x2 stride.",
+                    "1 - 1/(stride_x*stride_y), e.g. 0.75 with a 2x2 stride. On a video transformer: "
+                    "the share of all the clip's tokens (the object's stay, so at most the background's "
+                    "share of them is merged).",
                 ),
                 io.Int.Input(
                     "stride_x", default=2, min=1, max=8,
@@ -84,14 +88,14 @@ class TokenMerge(OCDNode):
                 io.Int.Input("stride_y", default=2, min=1, max=8, tooltip="See stride_x."),
                 io.Combo.Input(
                     "max_downsample", options=["1", "2", "4", "8"], default="1",
-                    tooltip="Merge in layers whose token grid is at most this much smaller than the "
-                    "latent: 1 = the highest resolution only (most tokens, most gain), 2 adds the "
-                    "next level, and so on.",
+                    tooltip="UNets: merge in layers whose token grid is at most this much smaller "
+                    "than the latent: 1 = the highest resolution only (most tokens, most gain), 2 adds "
+                    "the next level, and so on. Video transformers: see dit_blocks.",
                 ),
                 io.String.Input(
                     "blocks", default="input,middle,output",
                     tooltip="UNet parts to merge in, separated by commas: input, middle, output, or "
-                    "single blocks as name.number (e.g. output.9).",
+                    "single blocks as name.number (e.g. output.9). Video transformers: see dit_blocks.",
                 ),
                 io.Float.Input(
                     "foreground_protection", default=1.0, min=0.0, max=1.0, step=0.05,
@@ -126,6 +130,20 @@ class TokenMerge(OCDNode):
                     "mixing object and background; this kept the object closer to the unmerged "
                     "result in our measurements (docs/attention.md).",
                 ),
+                io.String.Input(
+                    "dit_blocks", default="all", optional=True,
+                    tooltip="Video transformers (Wan): the blocks that merge, numbered from 0: 'all', "
+                    "or numbers and ranges such as '2-27' or '0,5-' (an open end reaches the last "
+                    "block; Wan 2.1 1.3B has 30 blocks, 14B 40). Ignored by UNets.",
+                ),
+                io.Combo.Input(
+                    "dit_merge", options=list(DIT_MERGE_MODES), default="tokens", optional=True,
+                    tooltip="Video transformers: tokens = the background's tokens merge before each "
+                    "merged block and are unmerged after it, so attention, cross-attention and the "
+                    "feed-forward all run on fewer tokens (fastest); keys_values = every token stays "
+                    "and only the background's keys/values merge inside self-attention, after the "
+                    "positional encoding (closest to the unmerged model). Ignored by UNets.",
+                ),
             ],
             outputs=[
                 io.Model.Output(tooltip="The patched copy of the model."),
@@ -141,7 +159,7 @@ class TokenMerge(OCDNode):
     @classmethod
     def execute(cls, model, merge_ratio, stride_x, stride_y, max_downsample, blocks,
                 foreground_protection, seed, pairing, mask=None, merge_record=None,
-                protect_object_keys=False) -> io.NodeOutput:
+                protect_object_keys=False, dit_blocks="all", dit_merge="tokens") -> io.NodeOutput:
         if pairing == "replay" and merge_record is None:
             raise OCDInputError("merge_record", "pairing replay needs the merge_record output of an "
                                 "OCD_TokenMerge node set to record")
@@ -153,6 +171,7 @@ class TokenMerge(OCDNode):
             foreground_mask=None if mask is None else normalize_mask(mask),
             pairing=pairing, store=store,
             node=node_ref(cls),
+            dit_blocks=parse_block_numbers(dit_blocks), dit_merge=dit_merge,
         )
         return io.NodeOutput(comfy_patches.apply_token_merge(model, settings), store)
 

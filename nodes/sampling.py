@@ -29,7 +29,9 @@ def dual_rate_inputs() -> list:
         io.Int.Input("crop_padding", default=2, min=0, max=64,
                      tooltip="Latent pixels (x8 image pixels) added around the mask's bounding "
                      "box for the foreground crop, so the object sees some context. The crop "
-                     "is then rounded out to the UNet's grid (8 latent px for SD1.5)."),
+                     "is then rounded out to the UNet's grid (8 latent px for SD1.5). On a video "
+                     "transformer (Wan): the margin around the object whose tokens run with it on "
+                     "every step (rounded up to whole tokens of 2 latent px)."),
         io.Combo.Input("blend", options=list(BLEND_MODES), default="feathered",
                        tooltip="feathered: the mask edge is blurred over ~2 latent pixels so the "
                        "branches fade into each other; hard: a 0/1 mask."),
@@ -51,7 +53,10 @@ class DualRateKSampler(OCDNode):
             description="Object-Centric Sampling: a KSampler that denoises the masked object (a crop "
             "around it) with every step and the background with background_step_ratio times fewer "
             "steps, blends the two at blend_point and finishes the rest of the schedule jointly. "
-            "Same seed, schedule and noise as KSampler; with blend_point 1 it is KSampler.",
+            "On a video transformer (Wan) the branches share one pass: on the background's steps "
+            "every token runs, on the others only the object's tokens and a margin, the rest of the "
+            "frame keeping the last full step's prediction. Same seed, schedule and noise as "
+            "KSampler; with blend_point 1 it is KSampler.",
             inputs=[
                 io.Model.Input("model", tooltip="The model used for denoising (patched models, e.g. "
                                "token merging or context windows, work as in KSampler)."),
@@ -69,13 +74,15 @@ class DualRateKSampler(OCDNode):
                 io.Conditioning.Input("positive", tooltip="Positive conditioning; ControlNet hints are "
                                       "cropped with the latent for the foreground branch."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning."),
-                io.Latent.Input("latent_image", tooltip="The latent video [frames, 4, h, w] to denoise "
-                                "(a noise_mask in it is honoured in every branch)."),
+                io.Latent.Input("latent_image", tooltip="The latent video to denoise: [frames, 4, h, w] "
+                                "for a UNet, [1, channels, frames, h, w] for a video transformer (Wan's empty "
+                                "latent or a VAE-encoded clip). A noise_mask in it is honoured in every branch."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much to denoise, as in KSampler (below 1 keeps the input's "
                                "structure, e.g. for editing an encoded video)."),
                 io.Mask.Input("mask", tooltip="The foreground (the edited object): one mask per frame "
-                              "or one for all frames, any resolution. Empty: background schedule "
+                              "or one for all frames, any resolution (for Wan: one per video frame, one "
+                              "per latent frame, or one for all). Empty: background schedule "
                               "everywhere; full: ordinary sampling."),
                 *dual_rate_inputs(),
             ],

@@ -32,7 +32,7 @@ def _count_evaluation(executor, x, timestep, *args, **kwargs):
     report = host.guider_state(executor.class_obj, host.RUN_REPORT_KEY)
     if report is not None:
         sigma = float(timestep.reshape(-1)[0]) if hasattr(timestep, "reshape") else float(timestep)
-        report.evaluated(sigma, x.shape[0] * x.shape[-1] * x.shape[-2])
+        report.evaluated(sigma, x.shape[0] * x[0, 0].numel())  # batch x (frames) x h x w
     return out
 
 

@@ -49,10 +49,11 @@ class NodeRef:
         return str(self)
 
 
-def layer_name(layer: tuple, token_grid: tuple[int, int] | None = None) -> str:
-    """("input", 1, 0) -> "input.1.0"; with the token grid (a crop has its own): "input.1.0 16x16"."""
+def layer_name(layer: tuple, token_grid: tuple[int, ...] | None = None) -> str:
+    """("input", 1, 0) -> "input.1.0"; with the token grid (a crop has its own): "input.1.0 16x16";
+    a video transformer's block and its frames x height x width tokens: "block.3 9x16x16"."""
     name = ".".join(str(part) for part in layer)
-    return name if token_grid is None else f"{name} {token_grid[0]}x{token_grid[1]}"
+    return name if token_grid is None else f"{name} {'x'.join(str(n) for n in token_grid)}"
 
 
 @dataclass
@@ -62,6 +63,8 @@ class PhaseStats:
     sigma_min: float | None = None
     latent_pixels: int = 0  # frames x h x w summed over evaluations (the token-steps)
     seconds: float = 0.0
+    tokens: float = 0.0  # video transformers: tokens run per batch row (average over blocks), summed over calls
+    calls: int = 0  # video transformers: calls that ran the network (a step cache may answer others)
 
     def add(self, sigma: float | None, pixels: int) -> None:
         self.evaluations += 1
@@ -161,6 +164,30 @@ class RunReport(SharedAcrossClones):
             stats.seconds += time.perf_counter() - start
             self.phase_name = previous
 
+    def enter_phase(self, name: str) -> None:
+        """Count what follows as phase ``name`` (a sampler whose phases alternate within one
+        sampling pass: the token-step dual-rate run); its wall time until the next phase."""
+        now = time.perf_counter()
+        current = getattr(self, "_entered", None)
+        if current is not None:
+            self.phases.setdefault(current[0], PhaseStats()).seconds += now - current[1]
+        self._entered = (name, now)
+        self.phase_name = name
+
+    def leave_phase(self) -> None:
+        """End what ``enter_phase`` started (the run is over)."""
+        current = getattr(self, "_entered", None)
+        if current is not None:
+            self.phases.setdefault(current[0], PhaseStats()).seconds += time.perf_counter() - current[1]
+            self._entered = None
+
+    def ran_tokens(self, tokens: float) -> None:
+        """One transformer call of the current phase ran ``tokens`` tokens per batch row (the
+        average over its blocks)."""
+        stats = self.phases.setdefault(self.phase_name, PhaseStats())
+        stats.tokens += tokens
+        stats.calls += 1
+
     def evaluated(self, sigma: float | None, latent_pixels: int) -> None:
         """One denoiser evaluation (the UNet on the CFG batch) of the current phase."""
         self.phases.setdefault(self.phase_name, PhaseStats()).add(sigma, latent_pixels)
@@ -231,8 +258,9 @@ class RunReport(SharedAcrossClones):
         lines = []
         for name, p in self.phases.items():
             sigmas = "" if p.sigma_max is None else f", sigma {p.sigma_max:.3g} -> {p.sigma_min:.3g}"
+            tokens = f", {p.calls} transformer calls of {p.tokens / max(1, p.calls):.0f} tokens" if p.calls else ""
             lines.append(f"{name}: {p.evaluations} UNet evaluations{sigmas}, "
-                         f"{p.latent_pixels} latent px, {p.seconds:.1f} s")
+                         f"{p.latent_pixels} latent px{tokens}, {p.seconds:.1f} s")
         return lines
 
     def text(self, node: NodeRef) -> str:

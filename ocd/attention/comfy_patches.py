@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 
-from .. import comfy_report, host
+from .. import comfy_dit, comfy_report, host
 from ..errors import OCDInputError
 from ..masks import grid
 from ..report import NodeRef, layer_name
@@ -250,7 +250,9 @@ def install_attention_replace(model_patcher) -> None:
 def apply_cross_frame_attention(model_patcher, mode: str = "full", window: int = 2, node: NodeRef | None = None):
     """A clone of ``model_patcher`` whose self-attention attends across frames."""
     settings = CrossFrameSettings(mode, int(window), node).validate()
-    host.family_of(model_patcher)  # refuses models the pack cannot patch, by name
+    if host.family_of(model_patcher).is_transformer:  # refuses models the pack cannot patch, by name
+        raise OCDInputError("model", "is a video transformer: its self-attention already spans every frame "
+                            "(full 3D attention). Connect it to Object-Centric Token Merge (OCD) directly")
     patched = model_patcher.clone()
     host.put_state(patched, host.CROSS_FRAME_KEY, settings)
     install_attention_replace(patched)
@@ -276,14 +278,20 @@ def apply_token_merge(model_patcher, settings: TokenMergeSettings):
     import comfy.patcher_extension
 
     settings.validate()
-    host.family_of(model_patcher)
+    family = host.family_of(model_patcher)
     patched = model_patcher.clone()
+    wrapper_type = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    if family.is_transformer:  # merged in whole blocks or in self-attention (ocd/comfy_dit.py)
+        host.put_state(patched, host.TOKEN_MERGE_KEY, dataclasses.replace(settings, transformer=True))
+        comfy_dit.install(patched)
+        patched.remove_wrappers_with_key(wrapper_type, _PAIRING_WRAPPER_KEY)
+        patched.add_wrapper_with_key(wrapper_type, _PAIRING_WRAPPER_KEY, _pairing_wrapper)
+        return patched
     host.put_state(patched, host.TOKEN_MERGE_KEY, settings)
     if not host.has_patch(patched, "attn1_patch", merge_tokens_patch):
         patched.set_model_attn1_patch(merge_tokens_patch)
     if not host.has_patch(patched, "attn1_output_patch", unmerge_output_patch):
         patched.set_model_attn1_output_patch(unmerge_output_patch)
-    wrapper_type = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     patched.remove_wrappers_with_key(wrapper_type, _PAIRING_WRAPPER_KEY)
     patched.add_wrapper_with_key(wrapper_type, _PAIRING_WRAPPER_KEY, _pairing_wrapper)
     comfy_report.install(patched)

@@ -19,13 +19,14 @@ rest asks it, so a host update or a new model family is a change here only
 
 Every ComfyUI import is inside a function, so ``ocd`` imports without ComfyUI.
 """
-from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, FEATURE_CACHE_KEY, FEATURE_REUSE_KEY, RUN_REPORT_KEY,
-                    STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY, activation_grid, attention_heads, attention_precision,
-                    attn1_replace_of, batch_identity, block_of, call_sigma, call_state, cfg_groups, frame_layout,
-                    guider_has_controlnet, guider_options, guider_state, has_patch, layer_of, pop_state, put_state, run_sigmas, stash,
-                    state_of, step_index, take, token_grid, with_step_callback)
+from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, DIT_CALL_KEY, DIT_RUN_KEY, FEATURE_CACHE_KEY,
+                    FEATURE_REUSE_KEY, RUN_REPORT_KEY, STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY, TOKEN_STEPS_KEY,
+                    activation_grid, attention_heads, attention_precision, attn1_replace_of, batch_identity, block_of,
+                    call_sigma, call_state, cfg_groups, frame_layout, guider_has_controlnet, guider_options,
+                    guider_state, has_patch, layer_of, pop_state, put_state, run_latent, run_sigmas, stash, state_of, step_index, take, token_grid, with_step_callback)
 from .conditioning import crop_conditioning
-from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, cross_attention_modules,
+from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, TokenGrid, WanDiT,
+                     cross_attention_modules,
                      diffusion_call, downsampling, family_of, ksampler_sigmas, latent_scale, model_fingerprint,
                      network_family, network_of, noise_scaling, schedule_sigmas, self_attention_keys, to_model_space,
                      to_user_space, transformer_blocks)

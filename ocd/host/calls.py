@@ -33,6 +33,9 @@ STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it run
 RUN_REPORT_KEY = "ocd_run_report"  # the running sampling run's RunReport (ocd/report.py)
 FEATURE_REUSE_KEY = "ocd_feature_reuse"  # FeatureReuseSettings
 FEATURE_CACHE_KEY = "ocd_feature_cache"  # the running sampling run's kept features (per run)
+TOKEN_STEPS_KEY = "ocd_token_steps"  # a dual-rate run's token-step plan on a video transformer
+DIT_RUN_KEY = "ocd_dit_run"  # the running sampling run's token state on a video transformer (per run)
+DIT_CALL_KEY = "ocd_dit_call"  # one call's token work, for the block patches (per call)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +241,12 @@ _OUTER_SAMPLE_ARGS = ("noise", "latent_image", "sampler", "sigmas", "denoise_mas
 def _outer_sample_arg(args: tuple, kwargs: dict, name: str):
     index = _OUTER_SAMPLE_ARGS.index(name)
     return args[index] if len(args) > index else kwargs.get(name)
+
+
+def run_latent(args: tuple, kwargs: dict):
+    """The latent a sampling run starts from (its shape is the whole clip's, also under
+    context windows)."""
+    return _outer_sample_arg(args, kwargs, "latent_image")
 
 
 def run_sigmas(args: tuple, kwargs: dict):

@@ -6,9 +6,16 @@ depends on the architecture, so each supported architecture is one ``ModelFamily
 implementation, found by ``family_of``; nothing else in the pack walks a model's modules or
 reads its configuration. A new family (a video DiT, say) is one more class in ``FAMILIES``.
 
-Supported now: ``SDUNet``, ComfyUI's ``UNetModel`` (SD1.x, SD2.x, SDXL and fine-tunes of
-them), whose self-attention runs in ``BasicTransformerBlock``s inside ``SpatialTransformer``s
-of its ``input_blocks``, ``middle_block`` and ``output_blocks``.
+Supported now:
+- ``SDUNet``, ComfyUI's ``UNetModel`` (SD1.x, SD2.x, SDXL and fine-tunes of them), whose
+  self-attention runs in ``BasicTransformerBlock``s inside ``SpatialTransformer``s of its
+  ``input_blocks``, ``middle_block`` and ``output_blocks``;
+- ``WanDiT``, ComfyUI's ``WanModel`` and ``VaceWanModel`` (Wan 2.1 T2V / I2V / Fun / VACE,
+  Wan 2.2 A14B experts and 5B TI2V), a video transformer: one token sequence per video, its
+  blocks reached through ``patches_replace["dit"]`` and their self-attention through
+  ``optimized_attention_override``. A family whose ``is_transformer`` is true offers the
+  token methods (``token_grid``, ``install_block_patch``, ``run_block``) instead of the
+  UNet's attention patches.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from typing import Iterator
 import torch
 
 from ..errors import OCDInputError
+from ..shared import SharedAcrossClones
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,28 @@ class ReusePoints:
             (name == "output" and number < self.first_output)
 
 
+@dataclass(frozen=True)
+class TokenGrid:
+    """How one call of a video transformer lays out its video tokens: ``frames`` token frames
+    (their absolute latent frame indices: under context windows a window of the latent), each
+    ``height x width`` tokens, frame-major then row-major, after any tokens that are not the
+    video's (a reference image's: the block sees how many). A token covers ``patch`` latent
+    pixels (height, width) of one latent frame; the latent has ``latent_frames`` frames, of
+    ``temporal_scale`` video frames each (the first alone)."""
+
+    frames: tuple[int, ...]
+    height: int
+    width: int
+    patch: tuple[int, int]
+    latent_frames: int
+    temporal_scale: int
+    latent_hw: tuple[int, int]  # the call's latent height and width (before padding to the patch)
+
+    @property
+    def video_tokens(self) -> int:
+        return len(self.frames) * self.height * self.width
+
+
 @dataclass
 class DiffusionCall:
     """One call of the diffusion model as a DIFFUSION_MODEL wrapper receives it."""
@@ -63,6 +93,12 @@ class ModelFamily:
     name = "?"
     # image pixels per latent pixel of the family's VAE (SD's KL-f8 and TAESD: 8)
     latent_scale = 8
+    # a transformer over one token sequence per video (a DiT): the token methods below apply
+    is_transformer = False
+
+    def image_scale(self, model_patcher) -> int:
+        """Image pixels per latent pixel for this model's latents."""
+        return self.latent_scale
 
     def matches(self, diffusion_model: torch.nn.Module) -> bool:
         raise NotImplementedError
@@ -90,6 +126,39 @@ class ModelFamily:
     def forward_recomputed(self, network, points: ReusePoints, cached: torch.Tensor, call: DiffusionCall):
         """The network's output on a reused step: the recomputed levels run, ``cached`` stands
         in for everything between them."""
+        raise NotImplementedError
+
+    # ---- video transformers (is_transformer) -------------------------------------------------
+
+    def block_count(self, network) -> int:
+        """How many transformer blocks the token patches can reach."""
+        raise NotImplementedError
+
+    def token_grid(self, network, call: DiffusionCall, latent_frames: int | None = None) -> TokenGrid | str:
+        """The call's token layout, or why it cannot be read (a sentence)."""
+        raise NotImplementedError
+
+    def install_block_patch(self, model_patcher, patch) -> None:
+        """Make every block of (a clone's) options run through ``patch(family, index, args,
+        run)`` (``run(args)``: the block as it would run without it, another pack's block patch
+        included); idempotent."""
+        raise NotImplementedError
+
+    def block_tokens(self, args: dict) -> torch.Tensor:
+        """The token sequence ``[B, L, C]`` a block patch is given."""
+        raise NotImplementedError
+
+    def block_options(self, args: dict) -> dict:
+        """The call's options as a block patch is given them."""
+        raise NotImplementedError
+
+    def run_block(self, args: dict, run, tokens=None, self_attention=None) -> torch.Tensor:
+        """Run a block (``run(args) -> output``, the original block or the patch before ours)
+        on ``tokens`` (an ``ocd.tokens.BlockTokens``; None: every token), each row at the
+        position and with the modulation of the token it stands for, its self-attention
+        computed by ``self_attention(q, k, v, heads, attend)`` when given (``attend(q, k, v,
+        bias)``: the host's attention, ``bias`` ``[B, M]`` added to every query's logits).
+        Returns the block's output for every token ``[B, L, C]``."""
         raise NotImplementedError
 
 
@@ -204,7 +273,170 @@ class SDUNet(ModelFamily):
         return network.id_predictor(h) if network.predict_codebook_ids else network.out(h)
 
 
-FAMILIES: tuple[ModelFamily, ...] = (SDUNet(),)
+class WanDiT(ModelFamily):
+    """ComfyUI's ``WanModel`` / ``VaceWanModel`` (comfy/ldm/wan/model.py, 0.3.75).
+
+    - latent ``[B, C, T, H, W]``: 16 channels at 8x (Wan 2.1 VAE) or 48 at 16x (Wan 2.2's);
+      4x in time, causally (latent frame 0 is video frame 0)
+    - patch (1, 2, 2): ``T x ceil(H/2) x ceil(W/2)`` video tokens, frame-major, after a
+      reference image's tokens when the model has ``ref_conv`` and the call a reference latent
+    - block ``i`` is ``patches_replace["dit"][("double_block", i)]``, called with
+      ``{"img": x [B, L, C], "txt": context, "vec": e0 (modulation: [B, 1 or T, 6, C], or
+      [B, 6, C] in VACE), "pe": RoPE frequencies [1, L, 1, d/2, 2, 2], "transformer_options"}``
+      and ``{"original_block": f}``; the block calls attention first for its self-attention
+      (queries and keys after RoPE), then for the cross-attention (twice with CLIP image
+      tokens), each through ``optimized_attention(..., transformer_options=...)``, which calls
+      ``transformer_options["optimized_attention_override"](func, *args, **kwargs)`` when set
+    - VACE: the VACE blocks run on every token beside the patched blocks (not patched)
+    - context windows: ``IndexListContextWindow`` with ``dim == 2`` over latent frames; the
+      model encodes the window's positions from 0
+    """
+
+    name = "Wan 2.1 / 2.2 video transformer (WanModel, VaceWanModel)"
+    latent_scale = 8
+    is_transformer = True
+    temporal_scale = 4
+    patch = (2, 2)
+
+    def matches(self, diffusion_model) -> bool:
+        from comfy.ldm.wan.model import VaceWanModel, WanModel
+
+        # the camera, sound, HuMo and Animate variants run other forwards: not claimed
+        return type(diffusion_model) in (WanModel, VaceWanModel)
+
+    def image_scale(self, model_patcher) -> int:
+        channels = getattr(model_patcher.get_model_object("latent_format"), "latent_channels", 16)
+        return 16 if channels == 48 else 8
+
+    def transformer_blocks(self, diffusion_model):
+        return iter(())  # no UNet attention patches reach a DiT
+
+    def downsampling(self, model_patcher) -> int:
+        return self.patch[0]
+
+    def reuse_points(self, network, levels: int) -> ReusePoints:
+        raise OCDInputError("model", "is a Wan video transformer: Clockwork feature reuse cuts a UNet's "
+                            "low-resolution levels, which a transformer does not have. For step reuse on Wan "
+                            "use core EasyCache or LazyCache (they work with the OCD nodes)")
+
+    # ---- tokens --------------------------------------------------------------------------
+
+    def block_count(self, network) -> int:
+        return len(network.blocks)
+
+    def token_grid(self, network, call: DiffusionCall, latent_frames: int | None = None) -> TokenGrid | str:
+        x = call.x
+        if x.ndim != 5:
+            return f"a latent of shape {tuple(x.shape)} is not a video latent [B, C, T, H, W]"
+        if call.extra.get("time_dim_concat") is not None:
+            return "frames concatenated in time (time_dim_concat) are not laid out as the video's"
+        if tuple(network.patch_size) != (1, 2, 2):
+            return f"patch size {tuple(network.patch_size)} is not (1, 2, 2)"
+        _, _, T, H, W = x.shape
+        frames = tuple(range(T))
+        window = call.options.get("context_window")
+        index = getattr(window, "index_list", None)
+        if index is not None and getattr(window, "dim", None) == 2 and len(index) == T:
+            frames = tuple(int(i) for i in index)
+        total = max(latent_frames or 0, max(frames) + 1)
+        return TokenGrid(frames, -(-H // 2), -(-W // 2), self.patch, total, self.temporal_scale, (H, W))
+
+    def install_block_patch(self, model_patcher, patch) -> None:
+        network = network_of(model_patcher)
+        replaced = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        for index in range(self.block_count(network)):
+            previous = replaced.get(("double_block", index))
+            if isinstance(previous, _BlockPatch) and previous.patch is patch:
+                continue
+            model_patcher.set_model_patch_replace(_BlockPatch(self, index, patch, previous), "dit", "double_block", index)
+
+    def block_tokens(self, args: dict) -> torch.Tensor:
+        return args["img"]
+
+    def block_options(self, args: dict) -> dict:
+        return args["transformer_options"]
+
+    def run_block(self, args: dict, run, tokens=None, self_attention=None) -> torch.Tensor:
+        x = args["img"]
+        new = dict(args)
+        if tokens is not None:
+            rows = tokens.positions(x.shape[0]).to(x.device)  # [B, n]
+            new["img"] = reduced = tokens.reduce(x)
+            new["pe"] = _rows_of(args["pe"], rows)
+            new["vec"] = _modulation_of(args["vec"], x, rows)
+        if self_attention is not None:
+            new["transformer_options"] = _with_self_attention(args["transformer_options"], self_attention)
+        out = run(new)["img"]
+        return out if tokens is None else tokens.expand(x, reduced, out)
+
+
+class _BlockPatch(SharedAcrossClones):
+    """``patches_replace["dit"][("double_block", index)]``: ComfyUI calls it with the block's
+    arguments and ``{"original_block": f}``; another pack's patch that was on the block runs
+    inside it, as the block."""
+
+    def __init__(self, family: "WanDiT", index: int, patch, previous):
+        self.family, self.index, self.patch, self.previous = family, index, patch, previous
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        original = extra["original_block"]
+
+        def run(block_args: dict) -> dict:
+            return self.previous(block_args, extra) if self.previous is not None else original(block_args)
+
+        return {"img": self.patch(self.family, self.index, args, run)}
+
+
+def _rows_of(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table`` ``[1 or B, L, ...]`` at the tokens ``rows`` ``[B, n]`` -> ``[B, n, ...]``."""
+    if table.shape[0] == 1 and bool((rows == rows[:1]).all()):
+        return table.index_select(1, rows[0].to(table.device))
+    table = table.expand(rows.shape[0], *table.shape[1:])
+    index = rows.to(table.device).view(*rows.shape, *([1] * (table.ndim - 2))).expand(-1, -1, *table.shape[2:])
+    return torch.gather(table, 1, index)
+
+
+def _modulation_of(vec: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The blocks' modulation ``e0`` for the tokens ``rows``: unchanged when it is one for all
+    tokens ([B, 1, 6, C] or VACE's [B, 6, C]); per token, as the block spreads per-frame
+    values over the tokens (``repeat_e``), when it varies (Wan 2.2 5B's per-frame timesteps)."""
+    if vec.ndim < 4 or vec.shape[1] == 1:
+        return vec
+    from comfy.ldm.wan.model import repeat_e
+
+    return _rows_of(repeat_e(vec, x), rows)
+
+
+def _with_self_attention(options: dict, self_attention) -> dict:
+    """A copy of a block's options whose first attention call (the block's self-attention) is
+    computed by ``self_attention(q, k, v, heads, attend)``. Another pack's attention override
+    keeps running: for the block's other attention calls, and as ``attend``."""
+    previous = options.get("optimized_attention_override")
+    pending = [True]
+
+    def call(func, *args, **kwargs):
+        return previous(func, *args, **kwargs) if previous is not None else func(*args, **kwargs)
+
+    def override(func, *args, **kwargs):
+        if not pending[0]:
+            return call(func, *args, **kwargs)
+        pending[0] = False
+        q, k, v = args[:3]
+        rest = args[3:]
+        heads = rest[0] if rest else kwargs["heads"]
+
+        def attend(q2, k2, v2, bias=None):
+            kw = dict(kwargs)
+            if bias is not None:
+                kw["mask"] = bias.to(q2.dtype).unsqueeze(1)  # [B, 1, M]: every query, every head
+            return call(func, q2, k2, v2, *rest, **kw)
+
+        return self_attention(q, k, v, heads, attend)
+
+    return dict(options, optimized_attention_override=override)
+
+
+FAMILIES: tuple[ModelFamily, ...] = (SDUNet(), WanDiT())
 
 
 def network_of(model_patcher) -> torch.nn.Module:
@@ -271,7 +503,7 @@ def network_family(network) -> ModelFamily:
 
 def latent_scale(model_patcher) -> int:
     """Image pixels per latent pixel for this model's latents."""
-    return family_of(model_patcher).latent_scale
+    return family_of(model_patcher).image_scale(model_patcher)
 
 
 def model_fingerprint(model_patcher) -> str:

@@ -130,6 +130,10 @@ def invert(
     """
     import comfy.sample
 
+    if host.family_of(model).is_transformer:
+        raise OCDInputError("model", "is a video transformer (Wan): inversion on its flow-matching schedule is not "
+                            "built yet. Edit it video-to-video instead: VAE Encode the clip and sample it with "
+                            "Dual-Rate KSampler (OCD) (or KSampler) at a denoise below 1")
     report = report if report is not None else RunReport()
     owner = report.owner or INVERT_NODE
     latent = comfy.sample.fix_empty_latent_channels(model, latent)

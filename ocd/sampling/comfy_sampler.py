@@ -133,6 +133,19 @@ class DualRateResult:
         return text
 
 
+@dataclass
+class TokenStepResult:
+    """What ``sample_dual_rate`` returns for a video transformer."""
+
+    latent: dict
+    plan: object  # dual_rate.TokenStepPlan
+    report: RunReport | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.plan.mode
+
+
 class _EvaluationCounter:
     """Counts denoiser evaluations per phase; drives the progress bar; interrupt point."""
 
@@ -342,6 +355,12 @@ def sample_dual_rate(model, seed: int, steps: int, cfg: float, sampler_name: str
     import comfy.sample
     import comfy.samplers
 
+    if host.family_of(model).is_transformer:  # one pass, object tokens on most steps
+        from .comfy_token_steps import sample_token_steps
+
+        out, plan = sample_token_steps(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                       denoise, mask, settings, report)
+        return TokenStepResult(out, plan, report)
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     if latent_image.ndim != 4:
         raise OCDInputError("latent_image", f"has shape {tuple(latent_image.shape)}; OCD dual-rate "

@@ -27,12 +27,16 @@ PRIVATE_KEYS = {"transformer_options", "sigmas", "sample_sigmas", "activations_s
                 "cond_or_uncond", "block", "block_index", "n_heads", "dim_head", "attn_precision", "ad_params",
                 "sub_idxs", "context_window", "patches", "patches_replace", "attn1", "attn2", "control",
                 "concat_latent_image", "concat_mask", "area", "latent_format", "model_sampling",
-                "diffusion_model"}
+                "diffusion_model",
+                # a video transformer's block patch arguments, attention override, wrappers
+                "img", "txt", "vec", "pe", "original_block", "optimized_attention_override", "wrappers", "dit",
+                "double_block", "time_dim_concat"}
 # Attributes of ComfyUI objects (ModelPatcher, BaseModel, UNetModel, ControlBase, context windows).
 PRIVATE_ATTRIBUTES = {"model_options", "diffusion_model", "input_blocks", "middle_block", "output_blocks",
                       "unet_config", "channel_mult", "model_config", "cond_hint_original", "extra_concat_orig",
                       "compression_ratio", "previous_controlnet", "upscale_algorithm", "index_list",
-                      "get_model_object", "spacial_compression_encode"}
+                      "get_model_object", "spacial_compression_encode", "patch_size", "latent_channels",
+                      "rope_encode", "vace_blocks"}
 
 
 def sources(folder: str):

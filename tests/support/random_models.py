@@ -151,12 +151,18 @@ def mini_sd15_state_dict(seed: int = 0, dtype=torch.float16, unet_config: dict |
 def write_mini_sd15_checkpoint(path: Path, seed: int = 0, unet_config: dict | None = None) -> Path:
     """Write the mini SD1.5 checkpoint as safetensors (once per test run; ~450 MiB), or one
     with ``unet_config``'s UNet (FULL_SD15_UNET: the real architecture, ~2 GiB)."""
+    return save_safetensors(mini_sd15_state_dict(seed, unet_config=unet_config), path)
+
+
+def save_safetensors(state: dict, path: Path) -> Path:
+    """Write ``state`` as safetensors under a temporary name, then rename: a file that exists
+    is complete."""
     import safetensors.torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
-    safetensors.torch.save_file(mini_sd15_state_dict(seed, unet_config=unet_config), str(tmp))
+    safetensors.torch.save_file(state, str(tmp))
     tmp.replace(path)
     return path
 
@@ -210,14 +216,7 @@ def controlnet(unet_config: dict, seed: int = 0):
 def write_mini_sd15_controlnet(path: Path, seed: int = 0, unet_config: dict | None = None) -> Path:
     """A ControlNet file for the mini SD1.5 checkpoint's UNet (or ``unet_config``'s), in the
     original ControlNet format (``control_model.*`` keys) that core's ControlNetLoader detects."""
-    import safetensors.torch
-
     net = controlnet_network(unet_config or MINI_SD15_UNET, seed, num_heads=8)
     state = {f"control_model.{k}": v.to(torch.float16).contiguous() for k, v in net.state_dict().items()
              if v.is_floating_point()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    safetensors.torch.save_file(state, str(tmp))
-    tmp.replace(path)
-    return path
+    return save_safetensors(state, path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .random_models import init_random_
+from .random_models import init_random_, save_safetensors
 
 WAN_HEAD_DIM = 128  # ComfyUI's detection: num_heads = dim // 128
 TEXT_DIM = 4096  # umt5-xxl's width; ComfyUI's Wan keeps it whatever the file says
@@ -149,21 +149,10 @@ def wan_state_dict(config: dict, seed: int = 0, dtype=torch.float16,
     return state
 
 
-def _save_atomically(state: dict, path: Path) -> Path:
-    import safetensors.torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    safetensors.torch.save_file(state, str(tmp))
-    tmp.replace(path)
-    return path
-
-
 def write_wan_model(path: Path, config: dict = WAN21_SMALL, seed: int = 0, dtype=torch.float16) -> Path:
     """Write ``config``'s random Wan as a safetensors diffusion-model file (fp16 like the
     repackaged Wan files), under a temporary name first."""
-    return _save_atomically(wan_state_dict(config, seed, dtype), path)
+    return save_safetensors(wan_state_dict(config, seed, dtype), path)
 
 
 def load_wan(path: Path, model_options: dict | None = None):
@@ -204,7 +193,7 @@ def wan21_vae_state_dict(seed: int = 0, dim: int = WAN21_VAE_DIM, dtype=torch.fl
 
 def write_wan21_vae(path: Path, seed: int = 0, dim: int = WAN21_VAE_DIM) -> Path:
     """Write a random Wan 2.1 VAE that VAELoader loads (fp16 safetensors, atomically)."""
-    return _save_atomically(wan21_vae_state_dict(seed, dim), path)
+    return save_safetensors(wan21_vae_state_dict(seed, dim), path)
 
 
 def load_wan21_vae(path: Path):

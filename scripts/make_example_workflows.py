@@ -182,7 +182,8 @@ def cross_frame(nid, mode):
 def token_merge(nid, pairing, protection, mask: bool, record: bool, title):
     inputs = [("model", "MODEL")] + ([("mask", "MASK")] if mask else []) \
         + ([("merge_record", "OCD_MERGE_RECORD")] if record else [])
-    return N(nid, "OCD_TokenMerge", [0.5, 2, 2, "1", "input,middle,output", protection, 0, "fixed", pairing, False],
+    return N(nid, "OCD_TokenMerge", [0.5, 2, 2, "1", "input,middle,output", protection, 0, "fixed", pairing, False,
+                                     "all", "tokens"],
              inputs, MERGE_OUT, title=title)
 
 

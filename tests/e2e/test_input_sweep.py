@@ -41,6 +41,7 @@ FORMED_TEXT = {
         "{not json", "[1, 2]", '{"points": "here"}', '{"points": [[1, 2, 3]]}', '{"labels": [2]}',
         '{"frame": 1.5}', '{"frame": -1}', '{"box": [1, 2]}', '{"width": "wide"}', '{"points": [[NaN, 1]]}'],
     ("OCD_TokenMerge", "blocks"): ["", "nowhere", "input.x", "middle,,sideways"],
+    ("OCD_TokenMerge", "dit_blocks"): ["", "everything", "3-1", "-4", "2,x"],
     ("OCD_SaveVideo", "filename_prefix"): ["", "../../escaped", "/tmp/abs", "OCD/../../../x"],
 }
 # Text anything may be written in (checked while running against the prompt and the CLIP).

@@ -14,10 +14,12 @@ def test_server_lists_the_attention_nodes(object_info):
     assert merge["category"] == "OCD/attention"
     assert merge["output"] == ["MODEL", "OCD_MERGE_RECORD"]
     assert "merge_record" in merge["input"]["optional"] and "mask" in merge["input"]["optional"]
-    # added after the first release: optional, last, and off by default, so workflows saved
-    # before it (one widget value fewer) load with the behaviour they were saved with
-    assert merge["input_order"]["optional"][-1] == "protect_object_keys"
+    # added after the first release: optional, at the end, in the order they came, with defaults
+    # that keep the behaviour workflows were saved with (fewer widget values still load)
+    assert merge["input_order"]["optional"][-3:] == ["protect_object_keys", "dit_blocks", "dit_merge"]
     assert merge["input"]["optional"]["protect_object_keys"][1]["default"] is False
+    assert merge["input"]["optional"]["dit_blocks"][1]["default"] == "all"
+    assert merge["input"]["optional"]["dit_merge"][1]["options"] == ["tokens", "keys_values"]
     assert object_info["OCD_CrossFrameAttention"]["input"]["required"]["mode"][1]["options"] == [
         "first", "sparse_causal", "window", "full"]
 

@@ -4,8 +4,9 @@
     masks/      ops.py (mask tools), grid.py (the one mask-to-grid rule), saliency.py, sam_video.py (pure)
     attention/  cross_frame.py, token_merge.py, fusion.py (pure); comfy_patches.py (ComfyUI glue)
     inversion/  solvers.py, record.py (pure); comfy_passes.py (ComfyUI glue)
-    sampling/   dual_rate.py (the plan, pure); comfy_sampler.py (ComfyUI glue)
+    sampling/   dual_rate.py (the plan, pure); comfy_sampler.py, comfy_token_steps.py (ComfyUI glue)
     host/       the host adapter: the only code that knows ComfyUI's private conventions
+    tokens.py   the tokens a video transformer's block runs on (pure); comfy_dit.py (its glue)
     shared.py   the one mechanism for state shared across model clones
     errors.py, paths.py
 

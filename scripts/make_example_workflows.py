@@ -407,6 +407,97 @@ controlvideo_ocd = build(
     "misses the object.\nCost: the vanilla template's calls with fewer tokens and fewer background steps.",
 )
 
+# Video-to-video editing with Wan 2.1 (a video transformer), beside core EasyCache
+WAN_MODEL = "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN_TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+WAN_TARGET = "a red sports bicycle ridden along a sunny street, cinematic"
+WAN_NEGATIVE = "blurry, static, low quality, watermark, deformed"
+# 4k+1 frames: Wan's VAE holds the first frame alone, then 4 per latent frame
+WAN_FRAMES = 33
+
+
+def wan_load():
+    return [
+        N(30, "UNETLoader", [WAN_MODEL, "default"], [], [("MODEL", "MODEL")], title="Diffusion model (Wan 2.1)"),
+        N(31, "CLIPLoader", [WAN_TEXT_ENCODER, "wan", "default"], [], [("CLIP", "CLIP")],
+          title="Text encoder (umt5-xxl)"),
+        N(32, "VAELoader", [WAN_VAE], [], [("VAE", "VAE")], title="VAE (Wan 2.1)"),
+        N(1, "OCD_LoadVideo", ["bikes.mp4", WAN_FRAMES, 0, 1, 0, 832, 0, "crop"], [], LOAD_OUT,
+          title="Source clip (4k+1 frames)", extra_height=170),
+        encode(),
+    ]
+
+
+def wan_prompts():
+    return [text(6, WAN_TARGET, "Target prompt"), text(10, WAN_NEGATIVE, "Negative prompt")]
+
+
+def wan_patches(easycache: bool, merge: bool):
+    nodes = [N(33, "ModelSamplingSD3", [8.0], [("model", "MODEL")], [("MODEL", "MODEL")], title="Shift 8 (Wan 2.1)")]
+    if easycache:
+        nodes.append(N(34, "EasyCache", [0.2, 0.15, 0.95, False], [("model", "MODEL")], [("MODEL", "MODEL")],
+                       title="EasyCache (skips steps)"))
+    if merge:
+        nodes.append(token_merge(15, "off", 1.0, True, False, "Object merge (the background, over the clip)"))
+    return nodes
+
+
+WAN_SETTINGS = [0, "fixed", 30, 6.0, "uni_pc", "simple", 0.7]  # seed, control, steps, cfg, sampler, scheduler, denoise
+
+
+def wan_v2v(easycache: bool, ocd: bool, prefix: str, note: str) -> dict:
+    model_chain = [30, 33] + ([34] if easycache else []) + ([15] if ocd else [])
+    links = [(31, 0, 6, "clip"), (31, 0, 10, "clip"), (1, 0, 7, "pixels"), (32, 0, 7, "vae")]
+    links += [(a, 0, b, "model") for a, b in zip(model_chain, model_chain[1:])]
+    if ocd:
+        sampler = N(8, "OCD_DualRateKSampler", WAN_SETTINGS + [4.0, 0.25, 0, "feathered"],
+                    SAMPLE_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate sample (30 steps)")
+        links += [(1, 0, 17, "images"), (17, 0, 15, "mask"), (17, 0, 8, "mask")]
+    else:
+        sampler = N(8, "KSampler", WAN_SETTINGS, SAMPLE_IN, [("LATENT", "LATENT")], title="Sample (30 steps)")
+    links += [(model_chain[-1], 0, 8, "model"), (6, 0, 8, "positive"), (10, 0, 8, "negative"),
+              (7, 0, 8, "latent_image"), *save_links(8, vae_from=(32, 0))]
+    prompts_column = [G("Prompts", COLORS["prompt"], wan_prompts())]
+    if ocd:
+        prompts_column.append(G("Object mask", COLORS["mask"], [saliency()]))
+    return build(
+        [[G("Load", COLORS["load"], wan_load())], prompts_column,
+         [G("Model patches", COLORS["patch"], wan_patches(easycache, ocd))],
+         [G("Sample", COLORS["run"], [sampler])],
+         [G("Decode and save", COLORS["save"], decode_and_save(prefix))]],
+        links, note)
+
+
+WAN_COMMON_NOTE = ("Change first: Target prompt, the source clip (keep 4k+1 frames: 33, 49, 81), denoise on the "
+                   "sampler (lower keeps more of the clip). Models: the Wan 2.1 T2V diffusion model in "
+                   "models/diffusion_models, umt5-xxl in models/text_encoders, the Wan 2.1 VAE in models/vae.")
+
+wan_v2v_vanilla = wan_v2v(
+    False, False, "OCD/wan_v2v_vanilla",
+    "Video-to-video with Wan 2.1 (the baseline): the clip is encoded by Wan's VAE and re-denoised from 0.7 "
+    "of the schedule with the target prompt by core's KSampler (uni_pc, 30 steps, cfg 6).\n" + WAN_COMMON_NOTE +
+    "\nCost: 30 x 2 (CFG) transformer calls over every token of the clip (33 frames at 832x352: 9 x 22 x 52 "
+    "= 10,296 tokens).")
+wan_v2v_easycache = wan_v2v(
+    True, False, "OCD/wan_v2v_easycache",
+    "The Wan 2.1 video-to-video edit with core EasyCache: steps whose output is predicted to change little "
+    "reuse the last change instead of running the transformer (what users run today for speed).\n"
+    + WAN_COMMON_NOTE + "\nCost: the vanilla template's calls less the skipped steps (the log says how many).")
+wan_v2v_ocd = wan_v2v(
+    False, True, "OCD/wan_v2v_ocd",
+    "OCD on Wan 2.1 video-to-video: the object's mask (Auto Saliency) keeps its tokens whole while the "
+    "background's merge over the whole clip in every block (Object merge), and the dual-rate sampler runs "
+    "only the object's tokens on the steps the background skips (4x fewer for the background, the last "
+    "quarter joint).\n" + WAN_COMMON_NOTE + " The mask if the saliency misses the object.\nCost: fewer tokens "
+    "in every block and on most steps; each OCD node shows what it ran after a run.")
+wan_v2v_ocd_easycache = wan_v2v(
+    True, True, "OCD/wan_v2v_ocd_easycache",
+    "OCD on Wan 2.1 video-to-video stacked with core EasyCache: EasyCache skips whole steps, OCD makes the "
+    "others cheaper (object merge, object-token steps); the sampler keeps its blend inside EasyCache, so "
+    "EasyCache caches what each step really returned.\n" + WAN_COMMON_NOTE + "\nCost: the least of these "
+    "four templates.")
+
 WORKFLOWS = {
     "ocd_load_save_video": roundtrip,
     "ocd_video_img2img_sd15": img2img,
@@ -416,6 +507,10 @@ WORKFLOWS = {
     "ocd_inversion_ocd_sam_sd15": ocd_inversion_sam,
     "ocd_control_vanilla_controlvideo_sd15": controlvideo_vanilla,
     "ocd_control_ocd_sd15": controlvideo_ocd,
+    "ocd_wan_v2v_vanilla_wan21": wan_v2v_vanilla,
+    "ocd_wan_v2v_easycache_wan21": wan_v2v_easycache,
+    "ocd_wan_v2v_ocd_wan21": wan_v2v_ocd,
+    "ocd_wan_v2v_ocd_easycache_wan21": wan_v2v_ocd_easycache,
 }
 
 if __name__ == "__main__":

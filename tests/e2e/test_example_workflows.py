@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WAN21_SMALL_FILE, WAN21_VAE_FILE
 from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
 from tests.support.media import correlation_at_best_lag, decode_mono
 from tests.support.server import execution_error
@@ -24,15 +25,33 @@ SHRINK = {"ckpt_name": MINI_CHECKPOINT, "control_net_name": MINI_CONTROLNET, "sa
 # Frame widths where the workflow's point needs more latent pixels than 64 px give: the
 # dual-rate crop must be smaller than the frame (the mini checkpoint's UNet aligns to 2).
 WIDTH = {"ocd_inversion_ocd_sd15": 256, "ocd_inversion_ocd_sam_sd15": 128, "ocd_control_ocd_sd15": 256}
+# Wan templates: the small random Wan and its VAE; 4k+1 frames (5: two latent frames), 256 px
+# (16 x 7 tokens a frame, so the object's tokens are fewer than the frame's), 8 steps (the
+# dual-rate plan has object-token steps), EasyCache allowed to skip from the start
+WAN_SHRINK = {"unet_name": WAN21_SMALL_FILE, "vae_name": WAN21_VAE_FILE, "frame_load_cap": 5, "steps": 8,
+              "reuse_threshold": 1.0, "start_percent": 0.0}
+WAN_WIDTH = 256
 
 
-def shrink(prompt: dict, width: int) -> dict:
+def is_wan(stem: str) -> bool:
+    return "_wan_" in stem
+
+
+def shrink(prompt: dict, width: int, wan: bool = False) -> dict:
+    settings = dict(SHRINK, width=width, **(WAN_SHRINK if wan else {}))
     for node in prompt.values():
-        for name, value in dict(SHRINK, width=width).items():
+        for name, value in settings.items():
             if name in node["inputs"] and not isinstance(node["inputs"][name], list):
                 if name in ("width", "height") and node["class_type"] != "OCD_LoadVideo":
                     continue
                 node["inputs"][name] = value
+    if wan:  # the test-only text node stands in for umt5-xxl (too large to build randomly here)
+        for node_id, node in list(prompt.items()):
+            if node["class_type"] == "CLIPLoader":
+                del prompt[node_id]
+            elif node["class_type"] == "CLIPTextEncode":
+                prompt[node_id] = {"class_type": "OCDTest_TextConditioning",
+                                   "inputs": {"text": node["inputs"]["text"], "tokens": 16}, "_meta": node["_meta"]}
     return prompt
 
 
@@ -226,6 +245,48 @@ def check_no_pack_sampler(prompt: dict, runs: dict, events: list) -> None:
     assert runs == {}
 
 
+def model_chain(prompt: dict, node_id: str) -> list[str]:
+    """The class types a node's MODEL input passes through, from the node back to the loader."""
+    chain, value = [], prompt[node_id]["inputs"]["model"]
+    while isinstance(value, list):
+        chain.append(prompt[value[0]]["class_type"])
+        value = prompt[value[0]]["inputs"].get("model")
+    return chain
+
+
+def check_wan_vanilla(prompt: dict, runs: dict, events: list) -> None:
+    """Core's KSampler on the Wan model with Wan 2.1's shift, no patch of the pack's or EasyCache."""
+    assert runs == {}
+    assert model_chain(prompt, node_of(prompt, "KSampler")) == ["ModelSamplingSD3", "UNETLoader"]
+
+
+def check_wan_easycache(prompt: dict, runs: dict, events: list) -> None:
+    assert runs == {}
+    assert model_chain(prompt, node_of(prompt, "KSampler")) == ["EasyCache", "ModelSamplingSD3", "UNETLoader"]
+
+
+def check_wan_ocd(prompt: dict, runs: dict, events: list, easycache: bool = False) -> None:
+    """Object merging over the clip (the saliency mask connected) and the dual-rate sampler's
+    object-token steps, on the Wan transformer; with EasyCache, steps EasyCache answered."""
+    report = runs["OCD_DualRateKSampler"]
+    merge = part(report, node_of(prompt, "OCD_TokenMerge"))
+    check_object_centric_merging(merge)
+    assert merge["facts"]["dit_merge"] == "tokens" and list(merge["merged_layers"]) == [
+        "block.0 2x7x16", "block.1 2x7x16"]  # 5 frames at 256x112: 2 latent frames of 7 x 16 tokens
+    plan = part(report, node_of(prompt, "OCD_DualRateKSampler"))["facts"]["dual_rate"]
+    assert plan["mode"] == "dual" and plan["object_token_steps"] and plan["object_tokens"] < plan["tokens"]
+    phases = report["phases"]
+    assert phases["foreground"]["tokens"] < phases["foreground"]["calls"] * plan["tokens"]
+    calls = sum(p["calls"] for p in phases.values())
+    evaluations = sum(p["evaluations"] for p in phases.values())
+    assert (calls < evaluations) if easycache else (calls == evaluations), (calls, evaluations)
+    assert ("EasyCache" in model_chain(prompt, node_of(prompt, "OCD_DualRateKSampler"))) == easycache
+
+
+def check_wan_ocd_easycache(prompt: dict, runs: dict, events: list) -> None:
+    check_wan_ocd(prompt, runs, events, easycache=True)
+
+
 CHECKS = {
     "ocd_load_save_video": check_no_pack_sampler,
     "ocd_video_img2img_sd15": check_no_pack_sampler,
@@ -235,13 +296,17 @@ CHECKS = {
     "ocd_inversion_ocd_sam_sd15": check_ocd_inversion_sam,
     "ocd_control_vanilla_controlvideo_sd15": check_vanilla_controlvideo,
     "ocd_control_ocd_sd15": check_ocd_controlvideo,
+    "ocd_wan_v2v_vanilla_wan21": check_wan_vanilla,
+    "ocd_wan_v2v_easycache_wan21": check_wan_easycache,
+    "ocd_wan_v2v_ocd_wan21": check_wan_ocd,
+    "ocd_wan_v2v_ocd_easycache_wan21": check_wan_ocd_easycache,
 }
 
 
 def run_template(server, object_info, stem: str, breakage=None):
-    width = WIDTH.get(stem, SHRINK["width"])
+    width = WAN_WIDTH if is_wan(stem) else WIDTH.get(stem, SHRINK["width"])
     prompt = shrink(ui_to_api(json.loads((REPO_ROOT / "example_workflows" / f"{stem}.json").read_text()),
-                              object_info), width)
+                              object_info), width, is_wan(stem))
     if breakage is not None:
         breakage(prompt)
     entry, events = server.run_listening(prompt, "ocd.report")
@@ -252,7 +317,8 @@ def run_template(server, object_info, stem: str, breakage=None):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_does_what_it_is_for(server, object_info, path):
     prompt, entry, events, width = run_template(server, object_info, path.stem)
-    check_saved_video(server, entry, SHRINK["frame_load_cap"], width)
+    frames = WAN_SHRINK["frame_load_cap"] if is_wan(path.stem) else SHRINK["frame_load_cap"]
+    check_saved_video(server, entry, frames, width)
     CHECKS[path.stem](prompt, reports(prompt, entry), events)
 
 
@@ -316,7 +382,11 @@ def _no_controlnet(prompt: dict) -> None:
     ("ocd_inversion_vanilla_fatezero_sd15", _no_fusion),
     ("ocd_control_vanilla_controlvideo_sd15", _no_controlnet),
     ("ocd_control_ocd_sd15", _remove("OCD_CrossFrameAttention")),
-], ids=["mask disconnected", "token merging removed", "fusion off", "controlnet removed", "cross-frame removed"])
+    ("ocd_wan_v2v_ocd_wan21", _remove("OCD_TokenMerge")),
+    ("ocd_wan_v2v_ocd_wan21", _disconnect_masks),
+    ("ocd_wan_v2v_ocd_easycache_wan21", _remove("EasyCache")),
+], ids=["mask disconnected", "token merging removed", "fusion off", "controlnet removed", "cross-frame removed",
+        "wan: object merge removed", "wan: mask disconnected", "wan: easycache removed"])
 def test_the_checks_fail_when_the_workflow_loses_its_point(server, object_info, stem, breakage):
     """Each template check above rejects the template with its feature taken out."""
     prompt, entry, events, _ = run_template(server, object_info, stem, breakage)

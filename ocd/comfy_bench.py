@@ -1,7 +1,9 @@
 """``python -m ocd bench``: the presets of a pipeline side by side, in one process, through the
-same templates and executor as ``python -m ocd edit`` (the glue; see ocd/comfy_cli.py).
+same templates and executor as ``python -m ocd edit`` (the glue; it uses ocd/comfy_cli.py's
+pieces, never the other way round; the pipelines and their presets are ``ocd.pipelines``).
 
-For each preset (vanilla, optimized, ocd): wall time of the edit (the models loaded once
+For each preset (inversion: vanilla, optimized, ocd; control: vanilla, ocd; wan: vanilla,
+easycache, ocd, ocd+easycache): wall time of the edit (the models loaded once
 before, by a one-step warm-up of the same graph), UNet evaluations, latent pixels processed
 (evaluations x frames x latent pixels, from the run reports), peak memory (process RSS on the
 CPU, device memory on a GPU), the attention record, and, against vanilla, the fidelity of
@@ -21,8 +23,7 @@ import time
 from pathlib import Path
 
 from . import comfy_cli
-
-PRESETS = {"inversion": ["vanilla", "optimized", "ocd"], "control": ["vanilla", "ocd"]}
+from .pipelines import PIPELINES, PRESETS
 
 
 def _status_kib(field: str) -> int:
@@ -135,26 +136,15 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 @contextlib.contextmanager
 def _session(a):
     """ComfyUI started in-process on a private base directory with the clip and the models
-    linked in; yields (nodes, object_info, names)."""
+    linked in; yields (base, nodes, object_info, names)."""
     import tempfile
 
     root = comfy_cli.find_comfyui(a.comfyui)
-    video = Path(a.video)
     with tempfile.TemporaryDirectory(prefix="ocd-bench-") as tmp:
         base = Path(tmp)
-        for folder in ("input", "output", "temp", "user", "custom_nodes", "models/checkpoints", "models/controlnet"):
-            (base / folder).mkdir(parents=True, exist_ok=True)
-        (base / "custom_nodes" / comfy_cli.PACK_ROOT.name).symlink_to(comfy_cli.PACK_ROOT, target_is_directory=True)
-        names = {"video": comfy_cli._link(base, "input", video, "video", "give the path of a clip")}
+        names = comfy_cli.prepare_base(base, a)
         nodes = comfy_cli.start_comfyui(root, base, a.device == "cpu")
-        if a.random_weights:
-            names.update(comfy_cli._random_models(base, a.pipeline, full_architecture=not a.mini))
-        else:
-            names["checkpoint"] = comfy_cli._link(base, "models/checkpoints", Path(a.checkpoint), "checkpoint",
-                                                  "pass the path of an SD1.5 checkpoint")
-            if a.pipeline == "control":
-                names["controlnet"] = comfy_cli._link(base, "models/controlnet", Path(a.controlnet), "ControlNet",
-                                                      "pass the path of an SD1.5 canny ControlNet")
+        names.update(comfy_cli.model_names(base, a, full_architecture=not a.mini, depth=a.depth))
         yield base, nodes, comfy_cli.object_info(nodes), names
 
 
@@ -180,7 +170,7 @@ def bench(a) -> list[dict]:
 
     results = []
     with _session(a) as (base, nodes, info, names):
-        rows = [(preset, None) for preset in PRESETS[a.pipeline]]
+        rows = [(preset, None) for preset in PIPELINES[a.pipeline].presets]
         if a.feature_reuse:  # the OCD preset once more, with Feature Reuse (OCD) after the checkpoint
             rows.append(("ocd", a.feature_reuse))
         for preset, clock in rows:
@@ -205,7 +195,7 @@ def bench(a) -> list[dict]:
                             "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
                                                       for run in report["runs"] for s in run["nodes"].values()),
                             "warping_error": warping_error(frames)})
-            print(f"{a.pipeline}/{label}: {seconds:.1f} s, {report['unet_evaluations']} UNet evaluations", flush=True)
+            print(f"{a.pipeline}/{label}: {seconds:.1f} s, {report['unet_evaluations']} model evaluations", flush=True)
         vanilla = results[0]
         mask, _ = saliency.auto_saliency(vanilla["frames"])
         inside = (mask >= 0.5)[..., None]
@@ -304,6 +294,17 @@ def _report_module():
     return report
 
 
+def _weights(a) -> str:
+    """What the rows ran on, in words."""
+    pipeline = PIPELINES[a.pipeline]
+    if not a.random_weights:
+        return ", ".join(f"{m.key.replace('_', ' ')} {Path(getattr(a, m.key)).name}" for m in pipeline.models)
+    if pipeline.random_models == "wan":
+        return ("random weights (" + ("a small Wan 2.1" if a.mini else
+                                      f"Wan 2.1 1.3B's width at {a.depth or 30} blocks") + ", the test text node)")
+    return "random weights (" + ("mini SD1.5 UNet" if a.mini else "the full SD1.5 architecture") + ")"
+
+
 def write(a, results: list[dict]) -> str:
     """The docs/BENCHMARKS.md section and the plot; returns the section's text."""
     report = _report_module()
@@ -319,8 +320,7 @@ def write(a, results: list[dict]) -> str:
                      f"{r['psnr_out']:.2f}" if "psnr_out" in r else "ref.", f"{r['warping_error']:.4f}"])
     name = f"e2e-{a.pipeline}-{a.device}-{a.frames}x{a.size}"
     plot = comfy_cli.PACK_ROOT / "docs" / "benchmarks" / f"{name}.png"
-    weights = ("random weights (" + ("mini SD1.5 UNet" if a.mini else "the full SD1.5 architecture") + ")"
-               if a.random_weights else f"checkpoint {Path(a.checkpoint).name}")
+    weights = _weights(a)
     body = (f"## End to end: the {a.pipeline} pipeline's presets ({a.device}, {a.frames} x {a.size})\n\n"
             f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
             f"- date: {report.today()}\n- the templates of `python -m ocd edit` (docs/README), {weights}, the "
@@ -345,29 +345,31 @@ def write(a, results: list[dict]) -> str:
 def add_parser(sub) -> None:
     b = sub.add_parser("bench", help="run a pipeline's presets side by side and write docs/BENCHMARKS.md")
     b.add_argument("--video", default=str(comfy_cli.PACK_ROOT / ".comfy" / "testdata" / "bikes.mp4"))
-    b.add_argument("--pipeline", choices=sorted(PRESETS), default="inversion")
+    comfy_cli.add_pipeline_arguments(b, presets=False)
     b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    b.add_argument("--frames", type=int, default=8)
-    b.add_argument("--size", type=int, default=256)
     b.add_argument("--steps", type=int, help="sampling steps of every preset (default: each template's own)")
     b.add_argument("--prompt", default="a robot riding a bicycle on a street")
     b.add_argument("--source-prompt", default="a man riding a bicycle on a street")
-    b.add_argument("--checkpoint")
-    b.add_argument("--controlnet")
-    b.add_argument("--random-weights", action="store_true", help="random models with the real SD1.5 architecture")
-    b.add_argument("--mini", action="store_true", help="with --random-weights: the mini SD1.5 UNet (a smoke run)")
+    b.add_argument("--mini", action="store_true",
+                   help="with --random-weights: small models (the mini SD1.5 UNet, a small Wan): a smoke run")
+    b.add_argument("--depth", type=int, default=None,
+                   help="with --random-weights on wan: blocks of the 1.3B-width model (default 30, the real depth)")
     b.add_argument("--feature-reuse", type=int, metavar="CLOCK",
                    help="one more row: the ocd preset with Feature Reuse (OCD) at this clock")
-    b.add_argument("--profile", choices=["vanilla", "optimized", "ocd"],
+    b.add_argument("--profile", choices=PRESETS,
                    help="instead of the side-by-side run: profile this preset's run (torch.profiler), its own section")
     b.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    b.add_argument("--comfyui")
     b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
 
 
 def main(a) -> int:
-    if not a.random_weights and a.checkpoint is None:
-        raise comfy_cli.UsageError("--checkpoint FILE is needed, or --random-weights")
+    pipeline = PIPELINES[a.pipeline]
+    a.frames = pipeline.default_frames if a.frames is None else a.frames
+    a.size = pipeline.bench_size if a.size is None else a.size
+    comfy_cli.check_arguments(argparse.Namespace(**{**vars(a), "preset": pipeline.default_preset, "out": None}))
+    if a.profile and a.profile not in pipeline.presets:
+        raise comfy_cli.UsageError(f"--profile {a.profile}: the {a.pipeline} pipeline has "
+                                   f"{', '.join(pipeline.presets)}")
     if a.profile:
         print(write_profile(a, profile(a)))
         return 0

@@ -1,11 +1,14 @@
-"""``python -m ocd``: the pack's templates run headless, in-process, through ComfyUI's own
-executor (the glue; the templates' conversion is ``ocd.templates``).
+"""``python -m ocd edit``: the pack's templates run headless, in-process, through ComfyUI's own
+executor (the glue; the pipelines are data in ``ocd.pipelines``, the templates' conversion is
+``ocd.templates``).
 
-    python -m ocd edit VIDEO --prompt TEXT [--source-prompt TEXT] [--pipeline inversion|control]
-                     [--preset vanilla|optimized|ocd] [--checkpoint FILE] [--controlnet FILE]
-                     [--mask auto|FILE] [--object WORDS] [--frames N] [--size PIXELS] [--steps N]
-                     [--seed N] [--feature-reuse CLOCK] [--out FILE.mp4] [--report FILE.json]
-                     [--random-weights] [--comfyui DIR]
+    python -m ocd edit VIDEO --prompt TEXT [--source-prompt TEXT] [--pipeline inversion|control|wan]
+                     [--preset vanilla|optimized|easycache|ocd|ocd+easycache]
+                     [--checkpoint FILE] [--controlnet FILE]                            (SD1.5 pipelines)
+                     [--diffusion-model FILE] [--vae FILE] [--text-encoder FILE]        (wan)
+                     [--mask auto|FILE] [--object WORDS] [--frames N] [--fit-frames cut|pad]
+                     [--size PIXELS] [--steps N] [--seed N] [--feature-reuse CLOCK]
+                     [--out FILE.mp4] [--report FILE.json] [--random-weights] [--comfyui DIR]
 
 The command runs the template of the pipeline and preset itself (its API form with the
 inputs overridden), so the command and the templates can never drift apart. ComfyUI is
@@ -28,16 +31,12 @@ import uuid
 from pathlib import Path
 
 from . import templates
-from .errors import OCDInputError
+from .pipelines import PIPELINES, PRESETS, Pipeline
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_OF = {
-    ("inversion", "vanilla"): "ocd_inversion_vanilla_fatezero_sd15",
-    ("inversion", "optimized"): "ocd_inversion_optimized_fatezero_sd15",
-    ("inversion", "ocd"): "ocd_inversion_ocd_sd15",
-    ("control", "vanilla"): "ocd_control_vanilla_controlvideo_sd15",
-    ("control", "ocd"): "ocd_control_ocd_sd15",
-}
+# the test-only text node (tests/support/test_nodes): umt5-xxl stand-in for --random-weights
+TEST_NODE_PACK = PACK_ROOT / "tests" / "support" / "test_nodes" / "ocd_test_nodes"
+TEXT_STAND_IN = "OCDTest_TextConditioning"
 MASK_NODES = {"OCD_AutoSaliency", "OCD_CrossAttentionMask", "OCD_SAMVideoMask"}
 STEP_NODES = {"OCD_InvertLatents", "KSampler", "OCD_DualRateKSampler"}
 SEED_NODES = {"KSampler", "OCD_DualRateKSampler", "OCD_TokenMerge"}
@@ -81,7 +80,8 @@ class _Server:
 
 
 def start_comfyui(root: Path, base: Path, cpu: bool):
-    """ComfyUI in this process, with ``base`` as its --base-directory; returns ``nodes``."""
+    """ComfyUI in this process, with ``base`` as its --base-directory, the pack and whatever
+    else is in ``base/custom_nodes`` loaded; returns ``nodes``."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
@@ -96,9 +96,9 @@ def start_comfyui(root: Path, base: Path, cpu: bool):
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False))
-    pack = base / "custom_nodes" / PACK_ROOT.name
-    if not asyncio.run(nodes.load_custom_node(str(pack))):
-        raise UsageError(f"ComfyUI could not load the pack from {PACK_ROOT}")
+    for pack in sorted((base / "custom_nodes").iterdir()):
+        if not asyncio.run(nodes.load_custom_node(str(pack))):
+            raise UsageError(f"ComfyUI could not load {pack.name} from {pack.resolve()}")
     return nodes
 
 
@@ -139,38 +139,73 @@ def _link(base: Path, folder: str, source: Path, what: str, hint: str) -> str:
     return source.name
 
 
+def pipeline_of(a) -> Pipeline:
+    return PIPELINES[a.pipeline]
+
+
 def check_arguments(a) -> None:
-    """Refuse bad values before any model loads."""
-    if (a.pipeline, a.preset) not in TEMPLATE_OF:
-        presets = sorted(p for pipeline, p in TEMPLATE_OF if pipeline == a.pipeline)
-        raise UsageError(f"--preset {a.preset}: the {a.pipeline} pipeline has {', '.join(presets)}")
+    """Refuse bad values before any model loads; fill the pipeline's defaults."""
+    pipeline = pipeline_of(a)
+    if a.preset not in pipeline.presets:
+        raise UsageError(f"--preset {a.preset}: the {a.pipeline} pipeline has {', '.join(pipeline.presets)}")
+    a.frames = pipeline.default_frames if a.frames is None else a.frames
+    a.size = pipeline.default_size if a.size is None else a.size
     for name, value, low in (("--frames", a.frames, 1), ("--steps", a.steps, 1), ("--size", a.size, 64),
                              ("--feature-reuse", getattr(a, "feature_reuse", None), 1)):
         if value is not None and value < low:
             raise UsageError(f"{name} {value}: must be at least {low}")
-    if a.size is not None and a.size % 8:
+    if a.size % 8:
         raise UsageError(f"--size {a.size}: must be a multiple of 8 (the latent is 1/8 of the frame)")
     if a.out is not None and Path(a.out).suffix.lower() != ".mp4":
         raise UsageError(f"--out {a.out}: the edited clip is written as .mp4")
-    if not a.random_weights and a.checkpoint is None:
-        raise UsageError("--checkpoint FILE is needed (an SD1.5 checkpoint; models/checkpoints of a ComfyUI "
-                         "install), or --random-weights for a smoke run")
-    if a.pipeline == "control" and not a.random_weights and a.controlnet is None:
-        raise UsageError("--controlnet FILE is needed for the control pipeline (an SD1.5 canny ControlNet, "
-                         "e.g. control_v11p_sd15_canny.pth)")
+    if getattr(a, "feature_reuse", None) and pipeline.random_models == "wan":
+        raise UsageError("--feature-reuse: Clockwork feature reuse cuts a UNet; on Wan use --preset easycache or "
+                         "ocd+easycache (core EasyCache)")
+    if not a.random_weights:
+        for model in pipeline.models:
+            if getattr(a, model.key, None) is None:
+                raise UsageError(f"{model.flag} FILE is needed ({model.what}; it goes in {model.folder} of a "
+                                 "ComfyUI install), or --random-weights for a smoke run")
+
+
+def frames_to_load(a, video: Path) -> int:
+    """The frames Load Video will load (``--frames``, fewer when the clip is shorter), checked
+    against the pipeline's frame rule: a count its latent cannot hold is cut or padded as
+    ``--fit-frames`` says, never silently."""
+    from .video import codec
+
+    pipeline = pipeline_of(a)
+    frames = min(a.frames, len(codec.select_frames(codec.probe_video(str(video)))))
+    if pipeline.frames_ok(frames):
+        return frames
+    cut, pad = pipeline.fitted_frames(frames, "cut"), pipeline.fitted_frames(frames, "pad")
+    if a.fit_frames is None:
+        raise UsageError(f"--frames: {frames} frames would be loaded, but the {a.pipeline} pipeline's VAE holds "
+                         f"{pipeline.temporal_scale}k+1 frames: give --frames {cut} or {pad}, or --fit-frames cut "
+                         f"(edit {cut}) or pad (edit {pad}, the last frame repeated, and keep the first {frames})")
+    print(f"note: {frames} frames are not {pipeline.temporal_scale}k+1: " +
+          (f"editing the first {cut}" if a.fit_frames == "cut" else
+           f"editing {pad} (the last frame repeated {pad - frames} times), saving the first {frames}"),
+          file=sys.stderr)
+    return frames
 
 
 def build_prompt(a, info: dict, names: dict) -> dict:
     """The template of the pipeline and preset, its inputs set from the arguments."""
-    prompt = templates.ui_to_api(templates.load(TEMPLATE_OF[(a.pipeline, a.preset)]), info)
+    pipeline = pipeline_of(a)
+    prompt = templates.ui_to_api(templates.load(pipeline.presets[a.preset]), info)
     templates.set_inputs(prompt, {"video": names["video"], "height": 0}, {"OCD_LoadVideo"})
-    if a.frames is not None:
-        templates.set_inputs(prompt, {"frame_load_cap": a.frames}, {"OCD_LoadVideo"})
-    if a.size is not None:
-        templates.set_inputs(prompt, {"width": a.size}, {"OCD_LoadVideo"})
-    templates.set_inputs(prompt, {"ckpt_name": names["checkpoint"]}, {"CheckpointLoaderSimple"})
-    if "controlnet" in names:
-        templates.set_inputs(prompt, {"control_net_name": names["controlnet"]}, {"ControlNetLoader"})
+    frames = names.get("frames", a.frames)
+    edited = pipeline.fitted_frames(frames, a.fit_frames or "cut")
+    templates.set_inputs(prompt, {"frame_load_cap": frames if edited > frames else edited}, {"OCD_LoadVideo"})
+    if edited > frames:
+        templates.pad_frames(prompt, frames, edited)
+    templates.set_inputs(prompt, {"width": a.size}, {"OCD_LoadVideo"})
+    for model in pipeline.models:
+        if names.get(model.key) is not None:
+            templates.set_inputs(prompt, {model.input: names[model.key]}, {model.loader})
+    if names.get("text_stand_in"):
+        templates.stand_in_text_encoder(prompt, TEXT_STAND_IN)
     if a.steps is not None:
         templates.set_inputs(prompt, {"steps": a.steps}, STEP_NODES)
     templates.set_inputs(prompt, {"seed": a.seed}, SEED_NODES)
@@ -276,27 +311,41 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def prepare_base(base: Path, a) -> dict:
+    """The private base directory's folders, the pack (and, for random Wan weights, the test
+    text node) under custom_nodes, the clip and mask linked in; returns the names so far."""
+    for folder in ("input", "output", "temp", "user", "custom_nodes"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / PACK_ROOT.name).symlink_to(PACK_ROOT, target_is_directory=True)
+    if a.random_weights and pipeline_of(a).random_models == "wan":
+        if not TEST_NODE_PACK.is_dir():
+            raise UsageError("--random-weights on Wan needs the repository's tests/support (run from a clone)")
+        (base / "custom_nodes" / TEST_NODE_PACK.name).symlink_to(TEST_NODE_PACK, target_is_directory=True)
+    video = Path(a.video)
+    names = {"video": _link(base, "input", video, "video", "give the path of a clip (mp4, webm, mov, ...)")}
+    names["frames"] = frames_to_load(a, video)
+    if getattr(a, "mask", None) not in (None, "auto"):
+        names["mask"] = _link(base, "input", Path(a.mask), "mask image", "give a PNG whose white is the object")
+    return names
+
+
+def model_names(base: Path, a, full_architecture: bool = False, depth: int | None = None) -> dict:
+    """The pipeline's model files linked into ``base`` (or random ones built there)."""
+    pipeline = pipeline_of(a)
+    if a.random_weights:
+        return _random_models(base, pipeline, full_architecture, depth)
+    return {model.key: _link(base, model.folder, Path(getattr(a, model.key)), model.flag[2:].replace("-", " "),
+                             f"{model.what}; pass its path") for model in pipeline.models}
+
+
 def edit(a) -> dict:
     check_arguments(a)
     root = find_comfyui(a.comfyui)
-    video = Path(a.video)
     with tempfile.TemporaryDirectory(prefix="ocd-cli-") as tmp:
         base = Path(tmp)
-        for folder in ("input", "output", "temp", "user", "custom_nodes", "models/checkpoints", "models/controlnet"):
-            (base / folder).mkdir(parents=True, exist_ok=True)
-        (base / "custom_nodes" / PACK_ROOT.name).symlink_to(PACK_ROOT, target_is_directory=True)
-        names = {"video": _link(base, "input", video, "video", "give the path of a clip (mp4, webm, mov, ...)")}
-        if a.mask not in (None, "auto"):
-            names["mask"] = _link(base, "input", Path(a.mask), "mask image", "give a PNG whose white is the object")
+        names = prepare_base(base, a)
         nodes = start_comfyui(root, base, a.cpu)
-        if a.random_weights:
-            names.update(_random_models(base, a.pipeline))
-        else:
-            names["checkpoint"] = _link(base, "models/checkpoints", Path(a.checkpoint), "checkpoint",
-                                        "put an SD1.5 checkpoint there or pass its path")
-            if a.pipeline == "control":
-                names["controlnet"] = _link(base, "models/controlnet", Path(a.controlnet), "ControlNet",
-                                            "pass the path of an SD1.5 canny ControlNet")
+        names.update(model_names(base, a))
         prompt = build_prompt(a, object_info(nodes), names)
         start = time.perf_counter()
         outputs, messages = run_prompt(nodes, prompt)
@@ -305,7 +354,7 @@ def edit(a) -> dict:
         saved = [item for out in outputs.values() for item in out.get("images", [])
                  if item.get("filename", "").endswith(".mp4")]
         if saved:
-            out = Path(a.out or f"{video.stem}_ocd_{a.pipeline}_{a.preset}.mp4")
+            out = Path(a.out or f"{Path(a.video).stem}_ocd_{a.pipeline}_{a.preset}.mp4")
             shutil.copyfile(base / saved[0]["type"] / saved[0]["subfolder"] / saved[0]["filename"], out)
             report["output"] = str(out)
     if a.report:
@@ -313,29 +362,45 @@ def edit(a) -> dict:
     return report
 
 
-def _random_models(base: Path, pipeline: str, full_architecture: bool = False) -> dict:
-    """Random-weight models (the repository's test builders): the mini SD1.5 UNet for a smoke
-    run, or the full SD1.5 architecture (benchmarks)."""
+def _support_module(name: str):
+    """A module of the repository's tests/support, imported as a package of its own
+    (``ocd_test_support``): ComfyUI's own tests/ package is first on sys.path."""
+    import importlib
     import importlib.util
 
-    # by path: ComfyUI's own tests/ package is first on sys.path
-    path = PACK_ROOT / "tests" / "support" / "random_models.py"
-    if not path.is_file():
+    folder = PACK_ROOT / "tests" / "support"
+    if not (folder / f"{name}.py").is_file():
         raise UsageError("--random-weights needs the repository's tests/support (run from a clone)")
-    spec = importlib.util.spec_from_file_location("ocd_random_models", path)
-    random_models = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(random_models)
-    write_mini_sd15_checkpoint = random_models.write_mini_sd15_checkpoint
-    write_mini_sd15_controlnet = random_models.write_mini_sd15_controlnet
+    if "ocd_test_support" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ocd_test_support", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["ocd_test_support"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"ocd_test_support.{name}")
+
+
+def _random_models(base: Path, pipeline: Pipeline, full_architecture: bool = False, depth: int | None = None) -> dict:
+    """Random-weight models (the repository's test builders): for a smoke run, small ones
+    (the mini SD1.5 UNet, a small Wan); for benchmarks the real architectures (SD1.5's; Wan
+    2.1 1.3B's width at ``depth`` blocks, 30 for the real depth). Wan's text encoder is too
+    large to build: a test-only text node stands in for it."""
     print("WARNING: --random-weights: random models, the output is NOT an edit (a smoke run of the pipeline)",
           file=sys.stderr)
-    config = random_models.FULL_SD15_UNET if full_architecture else None
     kind = "full" if full_architecture else "mini"
-    names = {"checkpoint": write_mini_sd15_checkpoint(base / f"models/checkpoints/random-{kind}-sd15.safetensors",
-                                                      unet_config=config).name}
-    if pipeline == "control":
-        names["controlnet"] = write_mini_sd15_controlnet(base / f"models/controlnet/random-{kind}-cn.safetensors",
-                                                         unet_config=config).name
+    if pipeline.random_models == "wan":
+        random_wan = _support_module("random_wan")
+        config = random_wan.WAN21_1_3B_WIDTH(depth or 30) if full_architecture else random_wan.WAN21_SMALL
+        model = random_wan.write_wan_model(base / f"models/diffusion_models/random-{kind}-wan21.safetensors", config)
+        vae = random_wan.write_wan21_vae(base / "models/vae/random-wan21-vae.safetensors")
+        return {"diffusion_model": model.name, "vae": vae.name, "text_encoder": None, "text_stand_in": True}
+    random_models = _support_module("random_models")
+    config = random_models.FULL_SD15_UNET if full_architecture else None
+    names = {"checkpoint": random_models.write_mini_sd15_checkpoint(
+        base / f"models/checkpoints/random-{kind}-sd15.safetensors", unet_config=config).name}
+    if any(m.key == "controlnet" for m in pipeline.models):
+        names["controlnet"] = random_models.write_mini_sd15_controlnet(
+            base / f"models/controlnet/random-{kind}-cn.safetensors", unet_config=config).name
     return names
 
 
@@ -343,49 +408,39 @@ def _random_models(base: Path, pipeline: str, full_architecture: bool = False) -
 # The command line
 # ---------------------------------------------------------------------------------------------
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ocd", description="OCD video editing without the browser.")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_parser(sub) -> None:
     e = sub.add_parser("edit", help="edit a clip with one of the pack's templates")
     e.add_argument("video", help="the clip to edit")
     e.add_argument("--prompt", required=True, help="what the clip should show (the target prompt)")
     e.add_argument("--source-prompt", default="a video", help="what the clip shows now (inversion pipeline)")
     e.add_argument("--object", default="man", help="the object's words in --source-prompt (FateZero's mask)")
-    e.add_argument("--pipeline", choices=["inversion", "control"], default="inversion")
-    e.add_argument("--preset", choices=["vanilla", "optimized", "ocd"], default="ocd")
-    e.add_argument("--checkpoint", help="an SD1.5 checkpoint file")
-    e.add_argument("--controlnet", help="an SD1.5 canny ControlNet file (control pipeline)")
+    add_pipeline_arguments(e)
     e.add_argument("--mask", default="auto", help="auto (the template's saliency/words) or an image: white = object")
-    e.add_argument("--frames", type=int, default=8)
-    e.add_argument("--size", type=int, default=512, help="frame width in pixels (multiple of 8)")
     e.add_argument("--steps", type=int, help="sampling steps (default: the template's)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--feature-reuse", type=int, metavar="CLOCK",
                    help="add Feature Reuse (OCD) with this clock: a full UNet every CLOCK-th step (3 measured best)")
     e.add_argument("--out", help="the edited clip (.mp4)")
     e.add_argument("--report", help="write the run report here (JSON)")
-    e.add_argument("--random-weights", action="store_true", help="random models: a smoke run, not an edit")
     e.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
-    e.add_argument("--comfyui", help="the ComfyUI folder (with main.py)")
-    from . import comfy_bench
-
-    comfy_bench.add_parser(sub)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    a = parser().parse_args(argv)
-    a.argv = argv[1:]
-    try:
-        if a.command == "bench":
-            from . import comfy_bench
-
-            return comfy_bench.main(a)
-        report = edit(a)
-    except (UsageError, OCDInputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"done in {report['seconds']:.1f} s, {report['unet_evaluations']} UNet evaluations, "
-          f"peak memory {report['peak_memory_mib']:.0f} MiB" + (f": {report['output']}" if "output" in report else ""))
-    return 0
+def add_pipeline_arguments(p, presets: bool = True) -> None:
+    """The arguments ``edit`` and ``bench`` share: the pipeline, its model files, the clip's size."""
+    p.add_argument("--pipeline", choices=sorted(PIPELINES), default="inversion")
+    if presets:
+        p.add_argument("--preset", choices=PRESETS, default="ocd")
+    seen = set()
+    for pipeline in PIPELINES.values():
+        for model in pipeline.models:
+            if model.key not in seen:
+                seen.add(model.key)
+                p.add_argument(model.flag, dest=model.key, metavar="FILE",
+                               help=f"{model.what} (goes in {model.folder}); {pipeline.name} pipeline")
+    p.add_argument("--frames", type=int, help="frames to load (default: 8; wan 33)")
+    p.add_argument("--fit-frames", choices=["cut", "pad"],
+                   help="wan: a frame count that is not 4k+1 is cut to the one below or padded to the one above "
+                   "(the last frame repeated, the clip saved at its own length); without it, an error")
+    p.add_argument("--size", type=int, help="frame width in pixels, a multiple of 8 (default: 512; wan 832)")
+    p.add_argument("--random-weights", action="store_true", help="random models: a smoke run, not an edit")
+    p.add_argument("--comfyui", help="the ComfyUI folder (with main.py)")

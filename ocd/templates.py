@@ -100,3 +100,48 @@ def feed_from(prompt: dict, class_types: set[str], source: list) -> None:
                 node["inputs"][name] = list(source)
     for i in replaced:
         del prompt[i]
+
+
+def reroute(prompt: dict, old: list, new: list, except_ids: set[str] = frozenset()) -> None:
+    """Every input fed by ``old`` ([node id, slot]) is fed by ``new`` instead (but on the nodes
+    ``except_ids``)."""
+    for node_id, node in prompt.items():
+        if node_id in except_ids:
+            continue
+        for name, value in node["inputs"].items():
+            if value == list(old):
+                node["inputs"][name] = list(new)
+
+
+def pad_frames(prompt: dict, frames: int, padded: int) -> None:
+    """Load ``frames`` frames, edit ``padded`` (the last frame repeated, core's ImageFromBatch /
+    RepeatImageBatch / ImageBatch after every Load Video (OCD)) and save the first ``frames``
+    of the edit (ImageFromBatch before every Save Video (OCD)): the clip keeps its length."""
+    for load_id in [i for i, n in prompt.items() if n["class_type"] == "OCD_LoadVideo"]:
+        last, repeat, batch = (f"ocd_pad_{load_id}_{k}" for k in ("last", "repeat", "batch"))
+        prompt[last] = {"class_type": "ImageFromBatch",
+                        "inputs": {"image": [load_id, 0], "batch_index": frames - 1, "length": 1},
+                        "_meta": {"title": "Last frame (padding)"}}
+        prompt[repeat] = {"class_type": "RepeatImageBatch", "inputs": {"image": [last, 0], "amount": padded - frames},
+                          "_meta": {"title": f"Padding to {padded} frames"}}
+        prompt[batch] = {"class_type": "ImageBatch", "inputs": {"image1": [load_id, 0], "image2": [repeat, 0]},
+                         "_meta": {"title": f"{padded} frames"}}
+        reroute(prompt, [load_id, 0], [batch, 0], except_ids={last, batch})
+    for save_id in [i for i, n in prompt.items() if n["class_type"] == "OCD_SaveVideo"]:
+        trim = f"ocd_trim_{save_id}"
+        prompt[trim] = {"class_type": "ImageFromBatch",
+                        "inputs": {"image": prompt[save_id]["inputs"]["images"], "batch_index": 0, "length": frames},
+                        "_meta": {"title": f"The first {frames} frames"}}
+        prompt[save_id]["inputs"]["images"] = [trim, 0]
+
+
+def stand_in_text_encoder(prompt: dict, text_node: str) -> None:
+    """Every CLIPTextEncode of ``prompt`` replaced by ``text_node`` (a node with a ``text``
+    input and a CONDITIONING output), every CLIPLoader left out: for runs with random weights,
+    whose text encoder (umt5-xxl) is too large to build."""
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == "CLIPLoader":
+            del prompt[node_id]
+        elif node["class_type"] == "CLIPTextEncode":
+            prompt[node_id] = {"class_type": text_node, "inputs": {"text": node["inputs"]["text"]},
+                               "_meta": node.get("_meta", {})}

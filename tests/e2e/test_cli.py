@@ -31,7 +31,7 @@ def test_edit_runs_the_template_and_reports_the_run(tmp_path, test_videos, pipel
                "--frames", "2", "--size", "128", "--steps", "2", "--out", str(out), "--report", str(report))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the output is NOT an edit" in done.stderr  # said loudly
-    assert "UNet evaluations" in done.stdout
+    assert "model evaluations" in done.stdout
     info = probe_video(str(out))
     assert (info.frame_count, info.width) == (2, 128)
     data = json.loads(report.read_text())
@@ -64,8 +64,13 @@ def test_edit_with_feature_reuse_puts_the_node_after_the_checkpoint_and_reuses_t
     (["missing.mp4", "--prompt", "x", "--random-weights"], "video missing.mp4 not found"),
     (["{bikes}", "--prompt", "x", "--random-weights", "--size", "100"], "--size 100: must be a multiple of 8"),
     (["{bikes}", "--prompt", "x", "--pipeline", "control", "--preset", "optimized", "--random-weights"],
-     "the control pipeline has ocd, vanilla"),
+     "the control pipeline has vanilla, ocd"),
     (["{bikes}", "--prompt", "x"], "--checkpoint FILE is needed"),
+    (["{bikes}", "--prompt", "x", "--pipeline", "wan"], "--diffusion-model FILE is needed"),
+    (["{bikes}", "--prompt", "x", "--pipeline", "wan", "--random-weights", "--frames", "8"],
+     "holds 4k+1 frames: give --frames 5 or 9, or --fit-frames cut"),
+    (["{bikes}", "--prompt", "x", "--pipeline", "wan", "--random-weights", "--feature-reuse", "2"],
+     "on Wan use --preset easycache"),
     (["{bikes}", "--prompt", "x", "--checkpoint", "nothing.safetensors"], "checkpoint nothing.safetensors not found"),
 ])
 def test_bad_arguments_are_one_line_errors_before_any_model_loads(test_videos, args, message):
@@ -92,3 +97,49 @@ def test_bench_runs_the_presets_side_by_side(test_videos):
     assert vanilla[2] == "1.00x" and vanilla[7] == "ref." and ocd_row[2].endswith("x")
     assert int(vanilla[3]) > 0 and int(ocd_row[3]) > 0  # UNet evaluations counted for both presets
     assert float(ocd_row[7]) > 0  # PSNR in the object against vanilla
+
+
+def test_wan_edit_keeps_the_sound_and_reports_the_ocd_nodes(tmp_path, test_videos):
+    """``--pipeline wan --random-weights`` (a small random Wan, its VAE, the test text node for
+    umt5-xxl) on a clip with sound: an mp4 of the loaded frames with the source's sound, the OCD
+    preset's merge and object-token steps in the report."""
+    from ocd.video.codec import probe_video
+    from tests.support.media import decode_mono
+
+    out, report = tmp_path / "wan.mp4", tmp_path / "report.json"
+    done = ocd("edit", str(test_videos["bigbuckbunny.mp4"]), "--prompt", "a red rabbit", "--pipeline", "wan",
+               "--preset", "ocd", "--random-weights", "--frames", "9", "--size", "256", "--steps", "6",
+               "--out", str(out), "--report", str(report))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the output is NOT an edit" in done.stderr
+    info = probe_video(str(out))
+    assert (info.frame_count, info.width) == (9, 256)
+    sound, rate = decode_mono(out)
+    assert abs(len(sound) / rate - 9 / 25.0) < 0.03 and abs(sound).max() > 0.01  # the source's sound, not silence
+    data = json.loads(report.read_text())
+    names = {s["name"]: s for run in data["runs"] for s in run["nodes"].values()}
+    assert names["Dual-Rate KSampler (OCD)"]["facts"]["dual_rate"]["object_token_steps"]
+    assert names["Object-Centric Token Merge (OCD)"]["merged_layers"]
+
+
+@pytest.mark.parametrize("fit, saved", [("cut", 5), ("pad", 8)])
+def test_wan_frames_that_are_not_4k_plus_1_are_cut_or_padded_as_asked(tmp_path, test_videos, fit, saved):
+    from ocd.video.codec import probe_video
+
+    out = tmp_path / f"{fit}.mp4"
+    done = ocd("edit", str(test_videos["bikes.mp4"]), "--prompt", "x", "--pipeline", "wan", "--preset", "vanilla",
+               "--random-weights", "--frames", "8", "--fit-frames", fit, "--size", "128", "--steps", "2",
+               "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("editing the first 5" if fit == "cut" else "editing 9 (the last frame repeated 1 times)") in done.stderr
+    assert probe_video(str(out)).frame_count == saved
+
+
+def test_bench_runs_the_wan_presets_side_by_side(test_videos):
+    done = ocd("bench", "--pipeline", "wan", "--video", str(test_videos["bikes.mp4"]), "--random-weights", "--mini",
+               "--frames", "5", "--size", "256", "--steps", "8", "--no-write", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert {"vanilla", "easycache", "ocd", "ocd+easycache"} <= set(rows), done.stdout
+    assert rows["vanilla"][2] == "1.00x" and float(rows["ocd"][7]) > 0

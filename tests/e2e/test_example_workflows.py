@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ocd import templates
 from tests.conftest import WAN21_SMALL_FILE, WAN21_VAE_FILE
 from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
 from tests.support.media import correlation_at_best_lag, decode_mono
@@ -46,12 +47,7 @@ def shrink(prompt: dict, width: int, wan: bool = False) -> dict:
                     continue
                 node["inputs"][name] = value
     if wan:  # the test-only text node stands in for umt5-xxl (too large to build randomly here)
-        for node_id, node in list(prompt.items()):
-            if node["class_type"] == "CLIPLoader":
-                del prompt[node_id]
-            elif node["class_type"] == "CLIPTextEncode":
-                prompt[node_id] = {"class_type": "OCDTest_TextConditioning",
-                                   "inputs": {"text": node["inputs"]["text"], "tokens": 16}, "_meta": node["_meta"]}
+        templates.stand_in_text_encoder(prompt, "OCDTest_TextConditioning")
     return prompt
 
 

@@ -22,7 +22,7 @@ import math
 import time
 from pathlib import Path
 
-from . import comfy_cli
+from . import comfy_cli, host
 from .pipelines import PIPELINES, PRESETS
 
 
@@ -178,7 +178,7 @@ def bench(a) -> list[dict]:
             job = _job(a, preset, clock)
             prompt = comfy_cli.build_prompt(job, info, names)
             _warm_up(nodes, job, info, names)
-            with PeakMemory() as memory:
+            with PeakMemory() as memory, host.WorkCounter() as work:
                 start = time.perf_counter()
                 outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
                 seconds = time.perf_counter() - start
@@ -191,6 +191,7 @@ def bench(a) -> list[dict]:
                        if "attention_record" in s["facts"]]
             results.append({"preset": label, "clock": clock, "seconds": seconds, "evaluations": report["unet_evaluations"],
                             "latent_pixels": pixels, "peak_mib": memory.mib, "frames": frames,
+                            "calls": work.calls, "block_tokens": work.block_tokens,
                             "record": records[0] if records else None,
                             "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
                                                       for run in report["runs"] for s in run["nodes"].values()),
@@ -308,13 +309,14 @@ def _weights(a) -> str:
 def write(a, results: list[dict]) -> str:
     """The docs/BENCHMARKS.md section and the plot; returns the section's text."""
     report = _report_module()
-    header = ["preset", "wall s", "speed-up vs vanilla", "UNet evaluations", "latent pixels", "peak memory MiB",
+    header = ["preset", "wall s", "speed-up vs vanilla", "UNet evaluations", "latent pixels", "network calls",
+              "block tokens (M)", "peak memory MiB",
               "attention record", "PSNR in object dB", "PSNR outside dB", "flow-warping error"]
     rows = []
     for r in results:
         record = r["record"]
         rows.append([r["preset"], f"{r['seconds']:.1f}", f"{r['speedup']:.2f}x", r["evaluations"],
-                     f"{r['latent_pixels']:.3g}", f"{r['peak_mib']:.0f}",
+                     f"{r['latent_pixels']:.3g}", r["calls"], f"{r['block_tokens'] / 1e6:.3g}", f"{r['peak_mib']:.0f}",
                      f"{record['MiB']} MiB {record['dtype']} on {record['device']}" if record else "-",
                      f"{r['psnr_in']:.2f}" if "psnr_in" in r else "ref.",
                      f"{r['psnr_out']:.2f}" if "psnr_out" in r else "ref.", f"{r['warping_error']:.4f}"])

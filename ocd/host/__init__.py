@@ -25,7 +25,7 @@ from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, DIT_CALL_KEY, DIT_RUN_K
                     call_sigma, call_state, cfg_groups, frame_layout, guider_has_controlnet, guider_options,
                     guider_state, has_patch, layer_of, pop_state, put_state, run_latent, run_sigmas, stash, state_of, step_index, take, token_grid, with_step_callback)
 from .conditioning import crop_conditioning
-from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, TokenGrid, WanDiT,
+from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, TokenGrid, WanDiT, WorkCounter,
                      cross_attention_modules,
                      diffusion_call, downsampling, family_of, ksampler_sigmas, latent_scale, model_fingerprint,
                      network_family, network_of, noise_scaling, schedule_sigmas, self_attention_keys, to_model_space,

@@ -439,6 +439,37 @@ def _with_self_attention(options: dict, self_attention) -> dict:
 FAMILIES: tuple[ModelFamily, ...] = (SDUNet(), WanDiT())
 
 
+class WorkCounter:
+    """While active: the calls of every supported diffusion network and the tokens their
+    transformer blocks run (batch x tokens, summed over every block call), by global forward
+    pre-hooks; nothing is patched. A step cache that answers a call without the network's
+    blocks (EasyCache) shows as a call with no block tokens."""
+
+    def __init__(self):
+        self.calls = 0
+        self.block_tokens = 0
+
+    def _hook(self, module, args):
+        from comfy.ldm.modules.attention import BasicTransformerBlock
+        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+        from comfy.ldm.wan.model import WanAttentionBlock, WanModel
+
+        if isinstance(module, (UNetModel, WanModel)):
+            self.calls += 1
+        elif isinstance(module, (BasicTransformerBlock, WanAttentionBlock)) and args:
+            x = args[0]  # the block's tokens [B, L, C]
+            if isinstance(x, torch.Tensor) and x.ndim == 3:
+                self.block_tokens += int(x.shape[0]) * int(x.shape[1])
+
+    def __enter__(self) -> "WorkCounter":
+        self._handle = torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._handle.remove()
+        return False
+
+
 def network_of(model_patcher) -> torch.nn.Module:
     """The network that denoises (object patches of other packs applied)."""
     return model_patcher.get_model_object("diffusion_model")

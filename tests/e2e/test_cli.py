@@ -94,9 +94,10 @@ def test_bench_runs_the_presets_side_by_side(test_videos):
     assert reuse_row[0] == "ocd + feature reuse (clock 2)" and reuse_row[2].endswith("x")
     # the ocd preset again with the reusing model: the middle one of 3 steps reused
     assert "against ocd:" in done.stdout and "of which 1 on reused steps" in done.stdout, done.stdout
-    assert vanilla[2] == "1.00x" and vanilla[7] == "ref." and ocd_row[2].endswith("x")
+    assert vanilla[2] == "1.00x" and vanilla[9] == "ref." and ocd_row[2].endswith("x")
     assert int(vanilla[3]) > 0 and int(ocd_row[3]) > 0  # UNet evaluations counted for both presets
-    assert float(ocd_row[7]) > 0  # PSNR in the object against vanilla
+    assert int(vanilla[5]) == 3 and float(vanilla[6]) > float(reuse_row[6])  # network calls; reuse runs fewer tokens
+    assert float(ocd_row[9]) > 0  # PSNR in the object against vanilla
 
 
 def test_wan_edit_keeps_the_sound_and_reports_the_ocd_nodes(tmp_path, test_videos):
@@ -142,4 +143,7 @@ def test_bench_runs_the_wan_presets_side_by_side(test_videos):
     rows = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in done.stdout.splitlines() if line.startswith("| ")}
     assert {"vanilla", "easycache", "ocd", "ocd+easycache"} <= set(rows), done.stdout
-    assert rows["vanilla"][2] == "1.00x" and float(rows["ocd"][7]) > 0
+    assert rows["vanilla"][2] == "1.00x" and float(rows["ocd"][9]) > 0  # PSNR in the object against vanilla
+    # network calls (cond and uncond batched: one per step) and the tokens their blocks ran
+    assert int(rows["vanilla"][5]) == int(rows["ocd"][5]) == 8
+    assert float(rows["ocd"][6]) < float(rows["vanilla"][6])

@@ -9,7 +9,8 @@ before, by a one-step warm-up of the same graph), UNet evaluations, latent pixel
 CPU, device memory on a GPU), the attention record, and, against vanilla, the fidelity of
 the decoded frames (PSNR inside and outside the object's mask from Auto Saliency, same seed)
 and the temporal consistency of each preset's output (mean flow-warping error between
-consecutive frames, OpenCV Farneback flow). It rewrites its section of docs/BENCHMARKS.md and
+consecutive frames, OpenCV Farneback flow). The object's mask is Auto Saliency's on the source
+clip's frames, as the OCD templates make it. It rewrites its section of docs/BENCHMARKS.md and
 a plot (docs/benchmarks/e2e-<pipeline>-<device>.png). ``--feature-reuse CLOCK`` adds one row:
 the ocd preset with Feature Reuse (OCD) after the checkpoint, and its speed-up over ocd.
 """
@@ -106,6 +107,16 @@ def _decode(path: Path):
     return codec.decode_frames(str(path), selection, (info.width, info.height))
 
 
+def _source_frames(a, edited):
+    """The clip's frames as the templates load them (the first ``len(edited)`` frames at the
+    edit's size): what the object's mask is made from, in the templates and here."""
+    from .video import codec
+
+    info = codec.probe_video(a.video)
+    selection = codec.select_frames(info, frame_load_cap=edited.shape[0])
+    return codec.decode_frames(a.video, selection, (edited.shape[2], edited.shape[1]))
+
+
 def _plot(rows: list[dict], path: Path, title: str) -> None:
     """Bars of wall time per preset with their speed-up and PSNR (Pillow, no plotting package)."""
     from PIL import Image, ImageDraw
@@ -198,7 +209,7 @@ def bench(a) -> list[dict]:
                             "warping_error": warping_error(frames)})
             print(f"{a.pipeline}/{label}: {seconds:.1f} s, {report['unet_evaluations']} model evaluations", flush=True)
         vanilla = results[0]
-        mask, _ = saliency.auto_saliency(vanilla["frames"])
+        mask, _ = saliency.auto_saliency(_source_frames(a, vanilla["frames"]))
         inside = (mask >= 0.5)[..., None]
         for r in results:
             r["speedup"] = vanilla["seconds"] / r["seconds"]
@@ -327,7 +338,8 @@ def write(a, results: list[dict]) -> str:
             f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
             f"- date: {report.today()}\n- the templates of `python -m ocd edit` (docs/README), {weights}, the "
             f"clip {Path(a.video).name}; fidelity against vanilla on the decoded frames, the object's mask from "
-            f"Auto Saliency; wall time: after a one-step warm-up of the same graph, so only what depends on the "
+            f"Auto Saliency on the source clip (what the OCD templates protect); wall time: after a one-step "
+            f"warm-up of the same graph, so only what depends on the "
             f"step count runs again (samplers, inversion included, VAE decoding, saving); peak memory: above what was resident before the run (the models loaded; CPU: "
             f"RSS high-water mark after trimming the C heap, GPU: max_memory_allocated); plot: "
             f"`docs/benchmarks/{plot.name}`\n\n"

@@ -31,7 +31,6 @@ frames), so sources merge across frames as well.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -42,8 +41,6 @@ from .masks import grid as mask_grid
 from .report import NodeRef
 from .shared import SharedAcrossClones
 from .tokens import KeptKeys, MergedTokens, TokenSubset, attention_pool
-
-log = logging.getLogger("ocd.dit")
 
 _WRAPPER_KEY = "ocd_dit"
 TOKEN_MERGE_NODE = NodeRef("Object-Centric Token Merge (OCD)")
@@ -341,7 +338,3 @@ def install(model_patcher) -> None:
         model_patcher.add_wrapper_with_key(kind, _WRAPPER_KEY, wrapper)
     comfy_report.install(model_patcher)
 
-
-def is_transformer(model_patcher) -> bool:
-    """Whether the pack runs this model's features on tokens (a video transformer)."""
-    return host.family_of(model_patcher).is_transformer

@@ -120,6 +120,7 @@ class RunReport(SharedAcrossClones):
         self.sections: dict[str, Section] = {}
         self.phases: dict[str, PhaseStats] = {}
         self.phase_name = "sampling"
+        self._entered: tuple[str, float] | None = None  # enter_phase: the phase and when it began
         self.started = time.perf_counter()
         self.fused: set[tuple[int, tuple]] = set()
         self.controlnet = False  # a ControlNet (or T2I adapter) in the run's conditioning
@@ -167,18 +168,15 @@ class RunReport(SharedAcrossClones):
     def enter_phase(self, name: str) -> None:
         """Count what follows as phase ``name`` (a sampler whose phases alternate within one
         sampling pass: the token-step dual-rate run); its wall time until the next phase."""
-        now = time.perf_counter()
-        current = getattr(self, "_entered", None)
-        if current is not None:
-            self.phases.setdefault(current[0], PhaseStats()).seconds += now - current[1]
-        self._entered = (name, now)
+        self.leave_phase()
+        self._entered = (name, time.perf_counter())
         self.phase_name = name
 
     def leave_phase(self) -> None:
         """End what ``enter_phase`` started (the run is over)."""
-        current = getattr(self, "_entered", None)
-        if current is not None:
-            self.phases.setdefault(current[0], PhaseStats()).seconds += time.perf_counter() - current[1]
+        if self._entered is not None:
+            name, started = self._entered
+            self.phases.setdefault(name, PhaseStats()).seconds += time.perf_counter() - started
             self._entered = None
 
     def ran_tokens(self, tokens: float) -> None:

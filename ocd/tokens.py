@@ -116,19 +116,16 @@ def attention_pool(k: torch.Tensor, v: torch.Tensor, key_tokens: torch.Tensor, k
      - k, v ``[B, n, C]``: the keys/values of the rows the block runs on (after the positional
        encoding); key_tokens ``[B, n]``: the token each row stands for; key_bias ``[B, n]`` or
        None: log of how many tokens each row holds (rows that are merged tokens)
-     - merge: a plan over the n rows (B rows): the keys/values are merged here, their log
-       sizes added to the bias (``keys_values`` merging: every query stays)
+     - merge: a plan over the n rows (B rows) when each row is one token: the keys/values are
+       merged here, their log sizes the bias (``keys_values`` merging: every query stays)
      - keep ``[T]`` bool or None: the tokens whose keys/values later token-subset steps read as
        context; returns those keys (the rows whose token is in ``keep``) as ``KeptKeys``
      - context: keys/values kept from a full step, appended after the rows' own
     Returns ``(k, v, bias or None, kept or None)``; bias ``[B, M]`` for ``M`` keys.
     """
-    if merge is not None:
-        bias = merge.log_sizes(k.dtype)
-        if key_bias is not None:  # merged rows of merged tokens: log of the tokens' count
-            bias = torch.log(merge.merge(key_bias.exp().unsqueeze(-1)).squeeze(-1) * bias.exp())
+    if merge is not None:  # rows that are whole tokens (keys_values merging): key_bias is None
         key_tokens = torch.gather(key_tokens.to(merge.slot.device), 1, merge.representatives())
-        k, v, key_bias = merge.merge(k), merge.merge(v), bias
+        k, v, key_bias = merge.merge(k), merge.merge(v), merge.log_sizes(k.dtype)
     kept = None
     if keep is not None:
         rows = keep.to(key_tokens.device)[key_tokens]  # [B, n]

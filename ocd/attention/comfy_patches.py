@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 
 from .. import comfy_dit, comfy_report, host
+from ..comfy_dit import TOKEN_MERGE_NODE
 from ..errors import OCDInputError
 from ..masks import grid
 from ..report import NodeRef, layer_name
@@ -49,7 +50,6 @@ log = logging.getLogger("ocd.attention")
 
 # Report parts of patches made without a node (library use)
 CROSS_FRAME_NODE = NodeRef("Cross-Frame Attention (OCD)")
-TOKEN_MERGE_NODE = NodeRef("Object-Centric Token Merge (OCD)")
 
 
 @dataclasses.dataclass

@@ -57,17 +57,14 @@ class TokenGrid:
     """How one call of a video transformer lays out its video tokens: ``frames`` token frames
     (their absolute latent frame indices: under context windows a window of the latent), each
     ``height x width`` tokens, frame-major then row-major, after any tokens that are not the
-    video's (a reference image's: the block sees how many). A token covers ``patch`` latent
-    pixels (height, width) of one latent frame; the latent has ``latent_frames`` frames, of
-    ``temporal_scale`` video frames each (the first alone)."""
+    video's (a reference image's: the block sees how many). The latent has ``latent_frames``
+    frames, of ``temporal_scale`` video frames each (the first alone)."""
 
     frames: tuple[int, ...]
     height: int
     width: int
-    patch: tuple[int, int]
     latent_frames: int
     temporal_scale: int
-    latent_hw: tuple[int, int]  # the call's latent height and width (before padding to the patch)
 
     @property
     def video_tokens(self) -> int:
@@ -339,7 +336,7 @@ class WanDiT(ModelFamily):
         if index is not None and getattr(window, "dim", None) == 2 and len(index) == T:
             frames = tuple(int(i) for i in index)
         total = max(latent_frames or 0, max(frames) + 1)
-        return TokenGrid(frames, -(-H // 2), -(-W // 2), self.patch, total, self.temporal_scale, (H, W))
+        return TokenGrid(frames, -(-H // 2), -(-W // 2), total, self.temporal_scale)
 
     def install_block_patch(self, model_patcher, patch) -> None:
         network = network_of(model_patcher)

@@ -17,13 +17,12 @@ import logging
 from .. import comfy_dit, comfy_report, host
 from ..errors import OCDInputError
 from ..masks import grid
-from ..report import NodeRef, RunReport
+from ..report import RunReport
 from . import dual_rate
+from .comfy_sampler import DUAL_RATE_NODE
 from .dual_rate import DualRateSettings, TokenStepPlan
 
 log = logging.getLogger("ocd.sampling")
-
-DUAL_RATE_NODE = NodeRef("Dual-Rate KSampler (OCD)")  # the report's part without a node (library use)
 
 
 def _report_plan(report: RunReport, node, plan: TokenStepPlan, shape) -> None:

@@ -401,8 +401,7 @@ class TokenStepPlan:
     weights: torch.Tensor
     subset: torch.Tensor
     patch: tuple[int, int]
-    evaluations: int | None
-    subset_evaluations: int | None
+    evaluations: int | None  # model evaluations of the run (None: a sampler the plan does not know)
 
     @property
     def full_steps(self) -> frozenset[int]:
@@ -419,6 +418,13 @@ class TokenStepPlan:
     def subset_steps(self) -> list[int]:
         """Step indices that run only the object's tokens and their margin."""
         return [i for i in range(self.schedule.steps) if self.is_subset_step(i)]
+
+    @property
+    def subset_evaluations(self) -> int | None:
+        """Evaluations on subset steps (1 or nearly 2 per step, as the sampler evaluates)."""
+        if self.evaluations is None:
+            return None
+        return round(len(self.subset_steps) * self.evaluations / self.schedule.steps) if self.schedule.steps else 0
 
     @property
     def tokens(self) -> int:
@@ -478,12 +484,5 @@ def plan_token_steps(sigmas: torch.Tensor, cover: torch.Tensor, settings: DualRa
         mode, reason = "ordinary", "the object and its margin cover every token"
     else:
         mode, reason = "dual", "object tokens on every step, the whole frame on the background's steps"
-    total = evaluations(sampler_name, schedule.sigmas)
-    plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total, None)
-    if total is not None and len(sigmas) > 1 and mode != "ordinary":
-        per_step = total / schedule.steps  # 1 or (nearly) 2 evaluations per step
-        plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total,
-                             int(round(len(plan.subset_steps) * per_step)))
-    elif total is not None:
-        plan = TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch), total, 0)
-    return plan
+    return TokenStepPlan(mode, reason, schedule, weights, subset, tuple(patch),
+                         evaluations(sampler_name, schedule.sigmas))

@@ -47,15 +47,16 @@ class InvertLatents(OCDNode):
             category="OCD/inversion",
             description="Runs the diffusion ODE backwards from a video's latents to noise with the "
             "source prompt (DDIM or DPM++ 2M), so an editing pass can start from it and keep the "
-            "video's structure. Outputs the inverted latent and a record for the editing node.",
+            "video's structure. Outputs the inverted latent and a record for the editing node. On Wan "
+            "(flow matching) it integrates the velocity from the clip's latent up to noise.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to invert with; the editing pass must use the same base model."),
                 io.Latent.Input("latent", tooltip="The encoded video frames (VAE Encode of Load Video's frames)."),
                 io.Conditioning.Input("positive", tooltip="The SOURCE prompt: what the video shows now."),
                 io.Combo.Input(
                     "solver", options=list(SOLVERS), default="dpmpp_2m",
-                    tooltip="ddim: first order (FateZero used 50 steps); dpmpp_2m: second order, as "
-                    "accurate in fewer steps (20).",
+                    tooltip="ddim: first order (FateZero used 50 steps; on Wan's flow matching it is "
+                    "Euler); dpmpp_2m: second order, as accurate in fewer steps (20).",
                 ),
                 io.Int.Input("steps", default=20, min=1, max=1000,
                              tooltip="Inversion steps; the editing pass uses the same schedule."),
@@ -80,7 +81,9 @@ class InvertLatents(OCDNode):
                 io.Int.Input(
                     "max_record_tokens", default=1024, min=1, max=65536,
                     tooltip="Record only layers with at most this many tokens per attention query set "
-                    "(1024 = 32x32, FateZero's choice; at 512x512 the 64x64 layers are skipped).",
+                    "(1024 = 32x32, FateZero's choice; at 512x512 the 64x64 layers are skipped). On Wan "
+                    "every block attends over the whole clip (latent frames x height/16 x width/16 "
+                    "tokens): its record grows with that count squared, so only short, small clips fit.",
                 ),
                 io.Boolean.Input(
                     "record_cross_attention", default=True,
@@ -176,7 +179,8 @@ class DualRateEditFromInversion(OCDNode):
             description="Edit From Inversion with Object-Centric Sampling: the object (mask) is "
             "denoised on a crop with every step of the inversion's schedule, the background with "
             "background_step_ratio times fewer steps (fusing the recorded attention), then both are "
-            "blended and finished together. Faster than Edit From Inversion when the object is small.",
+            "blended and finished together. Faster than Edit From Inversion when the object is small. "
+            "On Wan: one pass whose other steps run only the object's tokens, in the clip's context.",
             inputs=[
                 *_edit_inputs(),
                 io.Float.Input(
@@ -192,7 +196,8 @@ class DualRateEditFromInversion(OCDNode):
                     tooltip="Invert the object's crop on its own first (one pass over the crop), so the "
                     "object keeps its source structure: a UNet sees a crop differently from the whole "
                     "frame, and without this the object does not walk back to its source. Off: faster, "
-                    "the object's structure then comes only from the inverted noise.",
+                    "the object's structure then comes only from the inverted noise. Not needed on Wan "
+                    "(no crop: the report says it was skipped).",
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent; VAE Decode it.")],

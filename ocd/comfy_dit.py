@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 
 from . import comfy_report, host
+from .errors import OCDInputError
+from .attention.cross_frame import AttentionCall, FrameLayout
 from .attention.token_merge import TokenMergeSettings, plan_token_sets
 from .masks import grid as mask_grid
 from .report import NodeRef
@@ -88,8 +90,13 @@ class _Call:
 
     def __init__(self, grid, groups: int, step: int, report, merge: TokenMergeSettings | None,
                  object_weights: torch.Tensor | None, steps: TokenSteps | None = None,
-                 subset: torch.Tensor | None = None, context: _Kept | None = None, keep: torch.Tensor | None = None):
+                 subset: torch.Tensor | None = None, context: _Kept | None = None, keep: torch.Tensor | None = None,
+                 hook=None, cross=None):
         self.grid, self.groups, self.step, self.report = grid, groups, step, report
+        # the attention hook (record / fusion) and the cross-attention record; a subset step
+        # runs the object's own attention, as the blend mask asks of the object (see module doc)
+        self.hook = hook if subset is None else None
+        self.cross = cross if subset is None else None
         self.merge = merge
         self.object_weights = object_weights  # [T*h*w] video tokens' object weights, or None
         self.steps = steps  # the dual-rate run's plan and node, or None
@@ -107,7 +114,7 @@ class _Call:
         return self.merge.node or TOKEN_MERGE_NODE
 
     def _warn(self, message: str) -> None:
-        if self.report is not None:
+        if self.report is not None and (self.merge is not None or self.steps is not None):
             self.report.warn(self.merge_node if self.merge is not None else self.steps.node, message)
 
     def _prefix(self, tokens: int) -> int | None:
@@ -186,8 +193,10 @@ class _Call:
         keep = self._with_prefix(self.keep, prefix, False) if self.keep is not None else None
         self.blocks += 1
         self.token_blocks += tokens.count() if tokens is not None else L
-        if tokens is None and kv_plan is None and keep is None:
-            return family.run_block(args, run)
+        hook = self.hook
+        cross = self.cross if self.cross is not None and tokens is None and self.cross.wants(L) else None
+        if tokens is None and kv_plan is None and keep is None and hook is None:
+            return family.run_block(args, run, cross_attention=self._cross_recorder(cross, index, prefix))
         positions = tokens.positions(B) if tokens is not None else torch.arange(L, device=x.device).expand(B, L)
         bias = tokens.key_bias() if tokens is not None else None
         if bias is not None and bool((bias == 0).all()):
@@ -199,9 +208,48 @@ class _Call:
                 self.kept[index] = kept
             if key_bias is not None and bool((key_bias == 0).all()):
                 key_bias = None
-            return attend(q, k2, v2, key_bias)
+            if hook is None:
+                return attend(q, k2, v2, key_bias)
+            call = self._attention_call(index, heads, B, prefix, tokens, key_bias)
+            return hook(lambda q_, k_, v_: attend(q_, k_, v_, key_bias), q, k2, v2, call)
 
-        return family.run_block(args, run, tokens, self_attention)
+        return family.run_block(args, run, tokens, self_attention, self._cross_recorder(cross, index, prefix))
+
+    def _attention_call(self, index: int, heads: int, batch: int, prefix: int, tokens, key_bias) -> AttentionCall:
+        """What an attention hook (record, fusion) is told about block ``index``'s self-attention:
+        one attention row per video of a CFG group, holding all of its (merged) tokens."""
+        videos = batch // self.groups
+
+        def query_weights(mask, device) -> torch.Tensor:  # [videos, Nq]
+            g = self.grid
+            w = mask_grid.latent_token_weights(mask, g.frames, g.latent_frames, g.temporal_scale, g.height,
+                                               g.width, device, "blend_mask").reshape(-1)
+            w = self._with_prefix(w, prefix, 0.0).to(device)  # a reference image's tokens: not the object
+            w = w.view(1, -1, 1).expand(batch, -1, 1)
+            if tokens is not None:
+                w = tokens.reduce(w.to(torch.float32))
+            return w[:videos, :, 0]
+
+        layout = FrameLayout(self.groups, tuple(range(videos)))
+        return AttentionCall(("block", index, 0), self.step, heads, layout, (self.grid.height, self.grid.width),
+                             None, query_rows=[(p,) for p in range(videos)], key_bias=key_bias, report=self.report,
+                             query_weights=query_weights)
+
+    def _cross_recorder(self, record, index: int, prefix: int):
+        """``cross_attention(q, k, heads)`` recording block ``index``'s text cross-attention (the
+        block's last attention call; earlier ones, CLIP image tokens, are overwritten) for the
+        first video of the conditional group, per latent frame; None without a record."""
+        if record is None:
+            return None
+        g = self.grid
+
+        def cross_attention(q, k, heads):
+            frames = len(g.frames)
+            queries = q[0, prefix:].reshape(frames, g.height * g.width, q.shape[-1])
+            record.add(self.step, ("block", index, 0), (g.height, g.width), queries,
+                       k[:1].expand(frames, -1, -1), heads)
+
+        return cross_attention
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +299,9 @@ def _diffusion_model(executor, *args, **kwargs):
     if merge is not None and merge.ratio <= 0:
         merge = None
     steps: TokenSteps | None = host.call_state(options, host.TOKEN_STEPS_KEY)
-    if merge is None and steps is None:
+    hook = host.call_state(options, host.ATTENTION_HOOK_KEY)
+    cross = host.call_state(options, host.CROSS_ATTENTION_RECORD_KEY)
+    if merge is None and steps is None and hook is None and cross is None:
         return executor(*args, **kwargs)
     network = executor.class_obj
     family = host.network_family(network)
@@ -262,6 +312,8 @@ def _diffusion_model(executor, *args, **kwargs):
         if report is not None:
             for node in ([merge.node or TOKEN_MERGE_NODE] if merge else []) + ([steps.node] if steps else []):
                 report.warn(node, f"not applied to a call: {grid}")
+        if hook is not None or cross is not None:
+            raise OCDInputError("model", f"cannot record or fuse its attention in this call: {grid}")
         return executor(*args, **kwargs)
     if merge is not None and report is not None:
         missing = merge.missing_blocks(family.block_count(network))
@@ -292,7 +344,8 @@ def _diffusion_model(executor, *args, **kwargs):
         report.enter_phase(phase)
     groups = host.cfg_groups(options, call.x.shape[0])
     mask = merge.foreground_mask if merge is not None and merge.protection > 0 else None
-    state = _Call(grid, groups, step, report, merge, _object_weights(run, mask, grid), steps, subset, context, keep)
+    state = _Call(grid, groups, step, report, merge, _object_weights(run, mask, grid), steps, subset, context, keep,
+                  hook, cross)
     options[host.DIT_CALL_KEY] = state
     try:
         out = executor(*args, **kwargs)

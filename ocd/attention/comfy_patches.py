@@ -335,12 +335,21 @@ def set_attention_hook(model_patcher, hook: Callable[..., Any] | None):
         host.pop_state(patched, host.ATTENTION_HOOK_KEY)
     else:
         host.put_state(patched, host.ATTENTION_HOOK_KEY, hook)
-        install_attention_replace(patched)
+        if host.family_of(patched).is_transformer:  # the blocks' self-attention (ocd/comfy_dit.py)
+            comfy_dit.install(patched)
+        else:
+            install_attention_replace(patched)
     return patched
 
 
 def record_cross_attention(model_patcher, record: CrossAttentionRecord):
     """A clone that records its cross-attention into ``record`` while sampling."""
     patched = model_patcher.clone()
+    family = host.family_of(patched)
+    if family.is_transformer:  # per latent frame, from the blocks' text attention (ocd/comfy_dit.py)
+        record.temporal_scale = family.temporal_scale
+        host.put_state(patched, host.CROSS_ATTENTION_RECORD_KEY, record)
+        comfy_dit.install(patched)
+        return patched
     patched.set_model_attn2_patch(CrossAttentionRecorder(record, host.cross_attention_modules(patched)))
     return patched

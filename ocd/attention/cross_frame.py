@@ -86,6 +86,9 @@ class AttentionCall:
     pool_plans: list = field(default_factory=list)  # MergePlans of the key/value pools so far
     key_bias: torch.Tensor | None = None  # [B, 1, Nk] added to the logits (merged keys' log sizes)
     report: "object | None" = None  # the run's ocd.report.RunReport, None outside a reported run
+    # the object weight of every query [rows, Nq] from a mask (mask, device) where the model does
+    # not attend frame by frame (a video transformer's rows hold whole clips); None: per frame
+    query_weights: "Callable | None" = None
 
 
 def reference_frames(frames: Sequence[int], mode: str, window: int = 1) -> list[tuple[int, ...]]:

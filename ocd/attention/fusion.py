@@ -136,7 +136,21 @@ class FusionHook(SharedAcrossClones):
 
         Each attention row holds the queries of the frames ``call.query_rows`` names (one
         frame, or every frame under full cross-frame attention); merged queries get the mean
-        weight of the tokens they hold (the queries' merge plan applied to the weights)."""
+        weight of the tokens they hold (the queries' merge plan applied to the weights). A
+        model that lays its queries out otherwise gives ``call.query_weights``."""
+        layer = call.layer
+        if call.query_weights is not None:
+            m = call.query_weights(self.mask, device)
+        else:
+            m = self._frame_query_weights(call, device)
+        if m.shape != (per_group, tokens):
+            raise OCDInputError("blend_mask", f"gives {tuple(m.shape)} query weights in layer {layer}, but the "
+                                f"layer attends with {per_group} x {tokens} queries: were the queries merged by "
+                                "another patch (e.g. core's TomePatchModel)? Merge with Object-Centric Token "
+                                "Merge (OCD), or leave blend_mask unconnected")
+        return m[:, None, :, None]
+
+    def _frame_query_weights(self, call, device) -> torch.Tensor:
         layer = call.layer
         if call.grid is None:
             raise OCDInputError("blend_mask", f"cannot be placed on the queries of layer {layer}: its token "
@@ -147,13 +161,7 @@ class FusionHook(SharedAcrossClones):
         if plan is not None:
             per_frame = plan.merge(per_frame.unsqueeze(-1)).squeeze(-1)  # [F, merged size]
         rows = call.query_rows or [(p,) for p in range(call.layout.count)]
-        m = torch.stack([torch.cat([per_frame[p] for p in row]) for row in rows])
-        if m.shape != (per_group, tokens):
-            raise OCDInputError("blend_mask", f"gives {tuple(m.shape)} query weights in layer {layer}, but the "
-                                f"layer attends with {per_group} x {tokens} queries: were the queries merged by "
-                                "another patch (e.g. core's TomePatchModel)? Merge with Object-Centric Token "
-                                "Merge (OCD), or leave blend_mask unconnected")
-        return m[:, None, :, None]
+        return torch.stack([torch.cat([per_frame[p] for p in row]) for row in rows])
 
     def __call__(self, attend, q, k, v, call):
         step, layer = call.step, call.layer
@@ -218,6 +226,9 @@ class CrossAttentionRecord(SharedAcrossClones):
     max_tokens: int
     maps: dict[tuple, torch.Tensor] = field(default_factory=dict)
     grids: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    # video frames per map frame: 1 (a UNet's frames), or a causal video VAE's latent frames
+    # (the first frame alone, then ``temporal_scale`` each)
+    temporal_scale: int = 1
 
     @property
     def nbytes(self) -> int:
@@ -250,7 +261,8 @@ def cross_attention_mask(
     threshold: float = 0.3,
     dilation: int = 0,
 ) -> torch.Tensor:
-    """A per-frame mask ``[F, H, W]`` (0/1) of where the given prompt tokens are attended.
+    """A per-frame mask ``[F, H, W]`` (0/1) of where the given prompt tokens are attended (a
+    video transformer's: per video frame, from its latent frames).
 
     FateZero's recipe: sum the tokens' attention, average over heads (done when recording),
     layers and steps at a common resolution, normalise each frame to 0..1, threshold; then
@@ -277,4 +289,7 @@ def cross_attention_mask(
     hi = total.flatten(1).max(1).values[:, None, None]
     normalised = (total - lo) / (hi - lo).clamp_min(1e-8)
     mask = (normalised >= threshold).float()
+    if record.temporal_scale > 1:  # latent frames -> the video frames each holds
+        s = record.temporal_scale
+        mask = mask[[0] + [1 + (f - 1) // s for f in range(1, (mask.shape[0] - 1) * s + 1)]]
     return ops.grow(mask, dilation) if dilation > 0 else mask

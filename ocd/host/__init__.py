@@ -19,7 +19,7 @@ rest asks it, so a host update or a new model family is a change here only
 
 Every ComfyUI import is inside a function, so ``ocd`` imports without ComfyUI.
 """
-from .calls import (ATTENTION_HOOK_KEY, CROSS_FRAME_KEY, DIT_CALL_KEY, DIT_RUN_KEY, FEATURE_CACHE_KEY,
+from .calls import (ATTENTION_HOOK_KEY, CROSS_ATTENTION_RECORD_KEY, CROSS_FRAME_KEY, DIT_CALL_KEY, DIT_RUN_KEY, FEATURE_CACHE_KEY,
                     FEATURE_REUSE_KEY, RUN_REPORT_KEY, STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY, TOKEN_STEPS_KEY,
                     activation_grid, attention_heads, attention_precision, attn1_replace_of, batch_identity, block_of,
                     call_sigma, call_state, cfg_groups, frame_layout, guider_has_controlnet, guider_options,
@@ -28,7 +28,7 @@ from .conditioning import crop_conditioning
 from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, TokenGrid, WanDiT, WorkCounter,
                      cross_attention_modules,
                      diffusion_call, downsampling, family_of, ksampler_sigmas, latent_scale, model_fingerprint,
-                     network_family, network_of, noise_scaling, schedule_sigmas, self_attention_keys, to_model_space,
+                     network_family, network_of, noise_reaching, noise_scaling, ode_sampler, schedule_sigmas, self_attention_keys, to_model_space,
                      to_user_space, transformer_blocks)
 from .runtime import (Progress, check_interrupted, compute_device, free_memory, intermediate_device,
                       prompt_token_ids, sampler_names, sampler_progress, scheduler_names, send_to_ui)

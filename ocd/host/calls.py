@@ -29,6 +29,7 @@ from ..attention.cross_frame import FrameLayout
 CROSS_FRAME_KEY = "ocd_cross_frame"  # CrossFrameSettings
 TOKEN_MERGE_KEY = "ocd_token_merge"  # TokenMergeSettings
 ATTENTION_HOOK_KEY = "ocd_attention_hook"  # hook(attend, q, k, v, call), see comfy_patches
+CROSS_ATTENTION_RECORD_KEY = "ocd_cross_attention_record"  # a video transformer's CrossAttentionRecord
 STEP_SCHEDULE_KEY = "ocd_step_schedule"  # a sampler's full schedule when it runs it in pieces
 RUN_REPORT_KEY = "ocd_run_report"  # the running sampling run's RunReport (ocd/report.py)
 FEATURE_REUSE_KEY = "ocd_feature_reuse"  # FeatureReuseSettings

@@ -92,6 +92,9 @@ class ModelFamily:
     latent_scale = 8
     # a transformer over one token sequence per video (a DiT): the token methods below apply
     is_transformer = False
+    # video frames per latent frame (a causal video VAE's: the first frame alone); 1: a UNet's
+    # latent holds one frame per batch item
+    temporal_scale = 1
 
     def image_scale(self, model_patcher) -> int:
         """Image pixels per latent pixel for this model's latents."""
@@ -353,7 +356,7 @@ class WanDiT(ModelFamily):
     def block_options(self, args: dict) -> dict:
         return args["transformer_options"]
 
-    def run_block(self, args: dict, run, tokens=None, self_attention=None) -> torch.Tensor:
+    def run_block(self, args: dict, run, tokens=None, self_attention=None, cross_attention=None) -> torch.Tensor:
         x = args["img"]
         new = dict(args)
         if tokens is not None:
@@ -361,8 +364,9 @@ class WanDiT(ModelFamily):
             new["img"] = reduced = tokens.reduce(x)
             new["pe"] = _rows_of(args["pe"], rows)
             new["vec"] = _modulation_of(args["vec"], x, rows)
-        if self_attention is not None:
-            new["transformer_options"] = _with_self_attention(args["transformer_options"], self_attention)
+        if self_attention is not None or cross_attention is not None:
+            new["transformer_options"] = _with_self_attention(args["transformer_options"], self_attention,
+                                                              cross_attention)
         out = run(new)["img"]
         return out if tokens is None else tokens.expand(x, reduced, out)
 
@@ -404,10 +408,12 @@ def _modulation_of(vec: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> to
     return _rows_of(repeat_e(vec, x), rows)
 
 
-def _with_self_attention(options: dict, self_attention) -> dict:
+def _with_self_attention(options: dict, self_attention=None, cross_attention=None) -> dict:
     """A copy of a block's options whose first attention call (the block's self-attention) is
-    computed by ``self_attention(q, k, v, heads, attend)``. Another pack's attention override
-    keeps running: for the block's other attention calls, and as ``attend``."""
+    computed by ``self_attention(q, k, v, heads, attend)`` (None: as it is), and whose later
+    calls (the cross-attention: CLIP image tokens first where the model has them, the text
+    last) are shown to ``cross_attention(q, k, heads)``, which changes nothing. Another pack's
+    attention override keeps running: for the block's other attention calls, and as ``attend``."""
     previous = options.get("optimized_attention_override")
     pending = [True]
 
@@ -415,12 +421,16 @@ def _with_self_attention(options: dict, self_attention) -> dict:
         return previous(func, *args, **kwargs) if previous is not None else func(*args, **kwargs)
 
     def override(func, *args, **kwargs):
-        if not pending[0]:
-            return call(func, *args, **kwargs)
-        pending[0] = False
         q, k, v = args[:3]
         rest = args[3:]
         heads = rest[0] if rest else kwargs["heads"]
+        if not pending[0]:
+            if cross_attention is not None:
+                cross_attention(q, k, heads)
+            return call(func, *args, **kwargs)
+        pending[0] = False
+        if self_attention is None:
+            return call(func, *args, **kwargs)
 
         def attend(q2, k2, v2, bias=None):
             kw = dict(kwargs)
@@ -562,6 +572,54 @@ def noise_scaling(model_patcher, sigma: float, noise: torch.Tensor, latent_image
     """What a sampler starts from at ``sigma`` for this noise and (model-space) latent."""
     return model_patcher.get_model_object("model_sampling").noise_scaling(
         torch.tensor(sigma), noise, latent_image, False)
+
+
+def noise_reaching(model_patcher, z: torch.Tensor, latent_image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The noise for which a sampler's start ``noise_scaling(sigma, noise, latent_image)`` is
+    ``z`` (both user-space latents; noise_scaling is affine in the noise for every model type).
+
+    On SD's noise levels the noise that starts an ODE pass at its latent is zero; on flow
+    matching (CONST: ``sigma * noise + (1 - sigma) * latent``) it is the latent itself."""
+    original = latent_image
+    if torch.count_nonzero(original) > 0:  # core does not shift an empty latent either
+        original = to_model_space(model_patcher, original)
+    offset = noise_scaling(model_patcher, sigma, torch.zeros_like(z), original)
+    gain = noise_scaling(model_patcher, sigma, torch.ones_like(z), torch.zeros_like(z))
+    return (to_model_space(model_patcher, z) - offset) / gain
+
+
+_ODE_SAMPLER = None
+
+
+def ode_sampler(sampler_function):
+    """A ComfyUI SAMPLER running ``sampler_function`` (k-diffusion's contract) that returns the
+    state at the last sigma as it is.
+
+    Core's ``KSAMPLER`` ends with ``inverse_noise_scaling(sigma_last, x)``: the identity on
+    SD's noise levels and at sigma 0, but ``x / (1 - sigma)`` on flow matching, which an
+    inversion ending at sigma 1 cannot take. It starts like core's, at
+    ``noise_scaling(sigma_0, noise, latent_image)`` (``noise_reaching`` gives the noise that
+    starts at a given latent)."""
+    global _ODE_SAMPLER
+    if _ODE_SAMPLER is None:
+        import comfy.samplers
+
+        class ODESampler(comfy.samplers.KSAMPLER):
+            def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                       disable_pbar=False):
+                extra_args["denoise_mask"] = denoise_mask
+                model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
+                model_k.latent_image, model_k.noise = latent_image, noise
+                x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, False)
+                k_callback = None
+                if callback is not None:
+                    total = len(sigmas) - 1
+                    k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total)  # noqa: E731
+                return self.sampler_function(model_k, x, sigmas, extra_args=extra_args, callback=k_callback,
+                                             disable=disable_pbar, **self.extra_options)
+
+        _ODE_SAMPLER = ODESampler
+    return _ODE_SAMPLER(sampler_function)
 
 
 def schedule_sigmas(model_patcher, scheduler: str, steps: int) -> torch.Tensor:

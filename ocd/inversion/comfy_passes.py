@@ -26,7 +26,8 @@ from ..errors import OCDInputError
 from ..masks import ops
 from ..report import NodeRef, RunReport
 from ..sampling import dual_rate
-from ..sampling.comfy_sampler import DualRateHooks, DualRateResult, DualRateStart, run_dual_rate
+from ..sampling.comfy_sampler import DualRateHooks, DualRateResult, DualRateStart, TokenStepResult, run_dual_rate
+from ..sampling.comfy_token_steps import run_token_steps
 from .record import CROSS_ATTENTION, SELF_ATTENTION, InversionRecord
 from .solvers import SOLVERS, inversion_schedule, k_sampler_function
 
@@ -54,11 +55,9 @@ def generation_sigmas(model, scheduler: str, steps: int, depth: float = 1.0) -> 
 
 def ocd_sampler(solver: str):
     """A ComfyUI SAMPLER that integrates with ``solver`` in whichever direction sigmas run."""
-    import comfy.samplers
-
     if solver not in SOLVERS:
         raise OCDInputError("solver", f"must be one of {SOLVERS}, got '{solver}'")
-    return comfy.samplers.KSAMPLER(k_sampler_function(solver))
+    return host.ode_sampler(k_sampler_function(solver))
 
 
 def _negative_or_empty(negative, cfg: float):
@@ -93,8 +92,9 @@ def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, c
     import comfy.sample
 
     negative = _negative_or_empty(negative, cfg)
-    # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass).
-    noise = torch.zeros_like(latent)
+    # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass), on
+    # every model's noise levels (zero noise on SD's, the latent itself on flow matching).
+    noise = host.noise_reaching(model, latent, latent, float(sigmas[0]))
     return comfy.sample.sample_custom(
         model, noise, cfg, ocd_sampler(solver), sigmas.to(latent.device), positive, negative, latent,
         noise_mask=noise_mask, callback=callback, disable_pbar=True,
@@ -130,10 +130,6 @@ def invert(
     """
     import comfy.sample
 
-    if host.family_of(model).is_transformer:
-        raise OCDInputError("model", "is a video transformer (Wan): inversion on its flow-matching schedule is not "
-                            "built yet. Edit it video-to-video instead: VAE Encode the clip and sample it with "
-                            "Dual-Rate KSampler (OCD) (or KSampler) at a denoise below 1")
     report = report if report is not None else RunReport()
     owner = report.owner or INVERT_NODE
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
@@ -172,6 +168,7 @@ def invert(
         prompt=(positive, negative, cfg),
         trajectory=trajectory.in_generation_order(latent),
         image_scale=host.latent_scale(model),
+        temporal_scale=host.family_of(model).temporal_scale,
     )
     return inverted, record
 
@@ -192,10 +189,10 @@ def _blend_mask(record: InversionRecord, mask, input_name: str):
     """A blend mask as ``[M, H, W]`` with M = 1 or the record's frame count."""
     if mask is None:
         return None
-    frames = record.latent_shape[0]
+    counts = record.mask_frames
     mask = ops.normalize_mask(mask, input_name)
-    if mask.shape[0] not in (1, frames):
-        raise OCDInputError(input_name, f"has {mask.shape[0]} frames; give 1 or {frames}")
+    if mask.shape[0] not in counts:
+        raise OCDInputError(input_name, f"has {mask.shape[0]} frames; give {' or '.join(map(str, counts))}")
     return mask
 
 
@@ -374,12 +371,34 @@ def edit_dual_rate(
     negative = _negative_or_empty(negative, cfg)
     mask = _blend_mask(record, mask, "mask")
     fusion = _fusion_hook(record, self_replace, mask, report, owner) if self_replace > 0 else None
+    if host.family_of(model).is_transformer:
+        return _edit_token_steps(model, record, inverted, positive, negative, cfg, mask, settings, fusion,
+                                 noise_mask, reinvert_object, report, owner), fusion
     reinversion = CropReinversion(record) if reinvert_object else None
     start = DualRateStart(inverted, torch.zeros_like(inverted, device="cpu"), record.generation_sigmas,
                           ocd_sampler(record.solver), record.solver)
     result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, noise_mask,
                            _DualRateEdit(fusion, reinversion, observer), report)
     return result, fusion
+
+
+def _edit_token_steps(model, record, inverted, positive, negative, cfg, mask, settings, fusion, noise_mask,
+                      reinvert_object, report, owner) -> TokenStepResult:
+    """The dual-rate edit on a video transformer: one pass from the inverted latent along the
+    record's schedule whose object-token steps run only the object's tokens (reading the rest's
+    kept keys/values; ``ocd.sampling.comfy_token_steps``). Fusion applies on the full steps;
+    the object-token steps keep the object's own attention, as the blend mask asks. There is no
+    crop, so nothing to re-invert: the object's tokens attend in the whole clip's context."""
+    if reinvert_object:
+        report.note(owner, reinvert_object="not needed on a video transformer: the object's tokens run in the "
+                    "whole clip's context, not on a crop (skipped)")
+    if fusion is not None:
+        model = set_attention_hook(model, fusion)
+    sigmas = record.generation_sigmas
+    start = DualRateStart(inverted, host.noise_reaching(model, inverted, inverted, float(sigmas[0])), sigmas,
+                          ocd_sampler(record.solver), record.solver)
+    samples, plan = run_token_steps(model, start, cfg, positive, negative, mask, settings, noise_mask, report)
+    return TokenStepResult({"samples": samples.to(host.intermediate_device())}, plan, report)
 
 
 def word_positions(clip, prompt: str, words: str) -> list[int]:

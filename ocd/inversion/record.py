@@ -40,10 +40,22 @@ class InversionRecord:
     trajectory: list[torch.Tensor] | None = None
     # image pixels per latent pixel of the model's family (for masks at image size)
     image_scale: int = 8
+    # a video transformer's latent [B, C, T, H, W]: video frames per latent frame (the first
+    # alone); 1: a UNet's latent [F, C, H, W], one frame per batch item
+    temporal_scale: int = 1
 
     @property
     def steps(self) -> int:
         return len(self.generation_sigmas) - 1
+
+    @property
+    def mask_frames(self) -> tuple[int, ...]:
+        """The frame counts a mask for this latent may have: one for all, or one per frame (a
+        video transformer's: per latent frame or per video frame)."""
+        if len(self.latent_shape) == 5:
+            t = self.latent_shape[2]
+            return tuple(sorted({1, t, (t - 1) * self.temporal_scale + 1}))
+        return tuple(sorted({1, self.latent_shape[0]}))
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -255,17 +255,6 @@ def _foreground_phase(run: _Run) -> torch.Tensor:
     return run.hooks.foreground_finish(box, z_fg, schedule.blend_index)
 
 
-def _noise_reaching(model, z: torch.Tensor, latent_image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """The noise for which ComfyUI's start ``noise_scaling(sigma, noise, latent_image)``
-    equals ``z`` in model space (noise_scaling is affine in the noise for every model type)."""
-    original = latent_image
-    if torch.count_nonzero(original) > 0:  # core does not shift an empty latent either
-        original = host.to_model_space(model, original)
-    offset = host.noise_scaling(model, sigma, torch.zeros_like(z), original)
-    gain = host.noise_scaling(model, sigma, torch.ones_like(z), torch.zeros_like(z))
-    return (host.to_model_space(model, z) - offset) / gain
-
-
 def _joint_phase(run: _Run, z: torch.Tensor) -> torch.Tensor:
     """The whole frame from the blend sigma to the end, starting from the blended latent."""
     schedule = run.plan.schedule
@@ -273,7 +262,7 @@ def _joint_phase(run: _Run, z: torch.Tensor) -> torch.Tensor:
     if run.noise_mask is not None:
         # Inpainting keeps the unmasked region at the ORIGINAL latent: start from z by
         # choosing the noise that noise_scaling turns into z.
-        noise = _noise_reaching(run.model, z, run.start.latent_image, float(schedule.joint[0]))
+        noise = host.noise_reaching(run.model, z, run.start.latent_image, float(schedule.joint[0]))
         latent = run.start.latent_image
     return run.sample("joint", run.model, list(range(schedule.blend_index, len(schedule.sigmas))), noise, latent,
                       schedule.joint, run.noise_mask)

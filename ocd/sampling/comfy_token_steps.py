@@ -19,7 +19,7 @@ from ..errors import OCDInputError
 from ..masks import grid
 from ..report import RunReport
 from . import dual_rate
-from .comfy_sampler import DUAL_RATE_NODE
+from .comfy_sampler import DUAL_RATE_NODE, DualRateStart
 from .dual_rate import DualRateSettings, TokenStepPlan
 
 log = logging.getLogger("ocd.sampling")
@@ -53,14 +53,33 @@ def sample_token_steps(model, seed: int, steps: int, cfg: float, sampler_name: s
     import comfy.samplers
 
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    sigmas = host.ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
+    start = DualRateStart(latent_image, noise, sigmas, comfy.samplers.sampler_object(sampler_name), sampler_name,
+                          seed)
+    samples, plan = run_token_steps(model, start, cfg, positive, negative, mask, settings, latent.get("noise_mask"),
+                                    report)
+    out = latent.copy()
+    out["samples"] = samples.to(host.intermediate_device())
+    return out, plan
+
+
+def run_token_steps(model, start: DualRateStart, cfg: float, positive, negative, mask, settings: DualRateSettings,
+                    noise_mask=None, report: RunReport | None = None):
+    """Plan and run dual-rate sampling on a video transformer from ``start`` (KSampler's noise
+    and schedule, or an inversion's latent, sampler and schedule) with the object ``mask``.
+    Returns the samples and the plan; the input model is cloned, never mutated."""
+    import comfy.sample
+
+    latent_image = start.latent_image
     if latent_image.ndim != 5:
         raise OCDInputError("latent_image", f"has shape {tuple(latent_image.shape)}; a video transformer samples "
                             "video latents [batch, channels, frames, height, width]")
     family = host.family_of(model)
     _, _, frames, height, width = latent_image.shape
     cover = grid.latent_coverage(mask, range(frames), frames, family.temporal_scale, height, width)
-    sigmas = host.ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
-    plan = dual_rate.plan_token_steps(sigmas, cover, settings, family.patch, sampler_name)
+    sigmas = start.sigmas
+    plan = dual_rate.plan_token_steps(sigmas, cover, settings, family.patch, start.sampler_name)
     report = report if report is not None else RunReport()
     node = report.owner or DUAL_RATE_NODE
     _report_plan(report, node, plan, (frames, height, width))
@@ -69,16 +88,13 @@ def sample_token_steps(model, seed: int, steps: int, cfg: float, sampler_name: s
     host.put_state(work, host.TOKEN_STEPS_KEY, comfy_dit.TokenSteps(plan, node))
     comfy_dit.install(work)
     work = comfy_report.attach(work, report)
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     callback = host.sampler_progress(work, len(sigmas) - 1)
     try:
         samples = comfy.sample.sample_custom(
-            work, noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas, positive, negative,
-            latent_image, noise_mask=latent.get("noise_mask"), callback=callback, disable_pbar=True, seed=seed)
+            work, start.noise, cfg, start.sampler, sigmas, positive, negative, latent_image,
+            noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=start.seed)
     finally:
         report.leave_phase()
-    out = latent.copy()
-    out["samples"] = samples.to(host.intermediate_device())
     log.info("OCD dual-rate sampling (tokens): %s; %d of %d steps on the object's %d of %d tokens",
              plan.mode, len(plan.subset_steps), plan.schedule.steps, plan.subset_tokens, plan.tokens)
-    return out, plan
+    return samples, plan

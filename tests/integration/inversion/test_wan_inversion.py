@@ -135,15 +135,17 @@ def test_the_blend_mask_weighs_each_query_by_its_object_share(ocd_nodes, run, wa
     from ocd.masks import grid
 
     seen = []
+    mask = torch.zeros(FRAMES, SIZE, SIZE)  # the object in the top-left, from the third frame on
+    mask[2:, :SIZE // 2, : 3 * SIZE // 8] = 1.0
 
     def capture(attend, q, k, v, call):
-        seen.append(call.query_weights(object_mask(), q.device))
+        seen.append(call.query_weights(mask, q.device))
         return attend(q, k, v)
 
     inverted, record = invert(run, ocd_nodes, wan_shift1, source_latent(), "ddim", 2)[:2]
     comfy_passes._run(set_attention_hook(wan_shift1, capture), inverted["samples"], record.generation_sigmas, "ddim",
                       rw.text_conditioning("a blue bird"), None, 1.0, None)
-    expected = grid.latent_token_weights(object_mask(), range(3), 3, 4, 4, 4).reshape(1, -1)
+    expected = grid.latent_token_weights(mask, range(3), 3, 4, 4, 4).reshape(1, -1)
     assert len(seen) == 2 * 2 and all(torch.equal(w, expected) for w in seen)
     assert 0 < float(expected.mean()) < 1
 

@@ -11,7 +11,8 @@ the decoded frames (PSNR inside and outside the object's mask from Auto Saliency
 and the temporal consistency of each preset's output (mean flow-warping error between
 consecutive frames, OpenCV Farneback flow). The object's mask is Auto Saliency's on the source
 clip's frames, as the OCD templates make it. It rewrites its section of docs/BENCHMARKS.md and
-a plot (docs/benchmarks/e2e-<pipeline>-<device>.png). ``--feature-reuse CLOCK`` adds one row:
+a plot (docs/benchmarks/e2e-<pipeline>-<device>.png), or of ``--write FILE`` and a plot beside
+it (scripts/benchmarks/gpu_rows.sh). ``--feature-reuse CLOCK`` adds one row:
 the ocd preset with Feature Reuse (OCD) after the checkpoint, and its speed-up over ocd.
 """
 from __future__ import annotations
@@ -292,7 +293,7 @@ def write_profile(a, result: dict) -> str:
             f"side-by-side rows, loading, VAE encoding and masks are cached from the one-step warm-up: only "
             f"what depends on the step count runs again)\n\n" + report.markdown_table(["op group", "s", "share of the run"], rows) + "\n")
     if not a.no_write:
-        report.write_section(name, body)
+        report.write_section(name, body, _section_file(a, report))
     return body
 
 
@@ -304,6 +305,11 @@ def _report_module():
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     return report
+
+
+def _section_file(a, report) -> Path:
+    """Where the section goes: ``--write FILE``, or docs/BENCHMARKS.md."""
+    return Path(a.write) if a.write else report.BENCHMARKS_MD
 
 
 def _weights(a) -> str:
@@ -332,7 +338,7 @@ def write(a, results: list[dict]) -> str:
                      f"{r['psnr_in']:.2f}" if "psnr_in" in r else "ref.",
                      f"{r['psnr_out']:.2f}" if "psnr_out" in r else "ref.", f"{r['warping_error']:.4f}"])
     name = f"e2e-{a.pipeline}-{a.device}-{a.frames}x{a.size}"
-    plot = comfy_cli.PACK_ROOT / "docs" / "benchmarks" / f"{name}.png"
+    plot = (Path(a.write).parent if a.write else comfy_cli.PACK_ROOT / "docs" / "benchmarks") / f"{name}.png"
     weights = _weights(a)
     body = (f"## End to end: the {a.pipeline} pipeline's presets ({a.device}, {a.frames} x {a.size})\n\n"
             f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
@@ -342,7 +348,7 @@ def write(a, results: list[dict]) -> str:
             f"warm-up of the same graph, so only what depends on the "
             f"step count runs again (samplers, inversion included, VAE decoding, saving); peak memory: above what was resident before the run (the models loaded; CPU: "
             f"RSS high-water mark after trimming the C heap, GPU: max_memory_allocated); plot: "
-            f"`docs/benchmarks/{plot.name}`\n\n"
+            f"`{plot.name if a.write else 'docs/benchmarks/' + plot.name}`\n\n"
             + report.markdown_table(header, rows) + "\n")
     ocd = [r for r in results if r["preset"] == "ocd"]
     reused = [r for r in results if r["clock"]]
@@ -352,7 +358,7 @@ def write(a, results: list[dict]) -> str:
                  f"{reused[0]['reused_evaluations']} on reused steps).\n")
     if not a.no_write:
         _plot(results, plot, f"{a.pipeline} pipeline, {a.frames} x {a.size}px, {a.device}")
-        report.write_section(name, body)
+        report.write_section(name, body, _section_file(a, report))
     return body
 
 
@@ -372,7 +378,11 @@ def add_parser(sub) -> None:
                    help="one more row: the ocd preset with Feature Reuse (OCD) at this clock")
     b.add_argument("--profile", choices=PRESETS,
                    help="instead of the side-by-side run: profile this preset's run (torch.profiler), its own section")
-    b.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    where.add_argument("--write", metavar="FILE",
+                       help="write the section into FILE (made if missing; its other sections kept) and the plot "
+                       "beside it, instead of docs/BENCHMARKS.md and docs/benchmarks/")
     b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
 
 

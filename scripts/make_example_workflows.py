@@ -506,6 +506,92 @@ wan_v2v_ocd_easycache = wan_v2v(
     "object-token steps look like small changes to it, and at 0.2 it would skip too much.\n" + WAN_COMMON_NOTE +
     "\nCost: the least of these four templates.")
 
+WAN_SOURCE = "people riding bicycles along a sunny street"
+
+
+def wan_inversion_ocd() -> dict:
+    """Inversion on Wan's flow: the clip's latent carried up to 0.8 of the way to noise with the
+    source prompt, then edited back down with the target prompt by the dual-rate edit."""
+    links = [(31, 0, 5, "clip"), (31, 0, 6, "clip"), (31, 0, 10, "clip"), (1, 0, 7, "pixels"), (32, 0, 7, "vae"),
+             (30, 0, 33, "model"), (33, 0, 15, "model"), (1, 0, 17, "images"), (17, 0, 15, "mask"),
+             (15, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
+             (15, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
+             (10, 0, 13, "negative"), (17, 0, 13, "mask"), *save_links(13, vae_from=(32, 0))]
+    inversion = N(11, "OCD_InvertLatents", ["dpmpp_2m", 30, "simple", 1.0, 0.8, 0.0, 1024, False, False, "float16"],
+                  [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")], INVERT_OUT,
+                  title="Invert (source prompt, 30 steps)")
+    edit = N(13, "OCD_DualRateEditFromInversion", [5.0, 0.0, 4.0, 0.25, 0, "feathered", False],
+             EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")
+    return build(
+        [[G("Load", COLORS["load"], wan_load())],
+         [G("Prompts", COLORS["prompt"], [text(5, WAN_SOURCE, "Source prompt")] + wan_prompts()),
+          G("Object mask", COLORS["mask"], [saliency()])],
+         [G("Model patches", COLORS["patch"], wan_patches(False, True))],
+         [G("Invert and edit", COLORS["run"], [inversion, edit])],
+         [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_inversion_ocd"))]],
+        links,
+        "OCD inversion edit on Wan 2.1: the clip's latent is carried up Wan's flow to 0.8 of the way to noise "
+        "with the source prompt (DPM++ 2M, 30 steps, no guidance), then brought back with the target prompt by "
+        "the dual-rate edit: every step on the object's tokens, the background's 4x fewer, the last quarter "
+        "joint; the background merges over the whole clip in both passes (Object merge). Starting from the "
+        "clip's own inverted noise keeps its layout and motion deeper into the schedule than video-to-video. "
+        "No attention fusion: Wan attends over the whole clip, so a FateZero record would be GBs per step.\n"
+        "Change first: Source prompt (what the clip shows), Target prompt, inversion_depth on Invert (lower "
+        "keeps more of the clip), the source clip (4k+1 frames). " + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without "
+        "guidance + the dual-rate edit's (2 per step with CFG), each on fewer tokens.")
+
+
+wan_inversion = wan_inversion_ocd()
+
+WAN_VACE_MODEL = "wan2.1_vace_1.3B_fp16.safetensors"
+
+
+def wan_vace_ocd() -> dict:
+    """VACE repaints the object (its mask as VACE's control mask, the clip as the control video,
+    the rest kept); OCD spends the steps there."""
+    load = wan_load()[:-1]  # no VAE Encode: VACE encodes the control video itself
+    load[0] = N(30, "UNETLoader", [WAN_VACE_MODEL, "default"], [], [("MODEL", "MODEL")],
+                title="Diffusion model (Wan 2.1 VACE)")
+    load.append(N(41, "GetImageSize", [], [("image", "IMAGE")],
+                  [("width", "INT"), ("height", "INT"), ("batch_size", "INT")], title="Clip size"))
+    vace = N(40, "WanVaceToVideo", [832, 480, WAN_FRAMES, 1, 1.0],
+             [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+              ("control_video", "IMAGE"), ("control_masks", "MASK")],
+             [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
+              ("trim_latent", "INT")], title="VACE: repaint the object",
+             widget_inputs=[("width", "INT"), ("height", "INT"), ("length", "INT")])
+    sampler = N(8, "OCD_DualRateKSampler", WAN_SETTINGS[:-1] + [1.0, 4.0, 0.25, 0, "feathered"],
+                SAMPLE_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate sample (30 steps)")
+    trim = N(42, "TrimVideoLatent", [0], [("samples", "LATENT")], [("LATENT", "LATENT")],
+             widget_inputs=[("trim_amount", "INT")])
+    links = [(31, 0, 6, "clip"), (31, 0, 10, "clip"), (30, 0, 33, "model"), (33, 0, 15, "model"),
+             (1, 0, 17, "images"), (17, 0, 15, "mask"), (1, 0, 41, "image"),
+             (41, 0, 40, "width"), (41, 1, 40, "height"), (41, 2, 40, "length"),
+             (6, 0, 40, "positive"), (10, 0, 40, "negative"), (32, 0, 40, "vae"), (1, 0, 40, "control_video"),
+             (17, 0, 40, "control_masks"),
+             (15, 0, 8, "model"), (40, 0, 8, "positive"), (40, 1, 8, "negative"), (40, 2, 8, "latent_image"),
+             (17, 0, 8, "mask"), (8, 0, 42, "samples"), (40, 3, 42, "trim_amount"),
+             *save_links(42, vae_from=(32, 0))]
+    return build(
+        [[G("Load", COLORS["load"], load)],
+         [G("Prompts", COLORS["prompt"], wan_prompts()), G("Object mask", COLORS["mask"], [saliency()])],
+         [G("Model patches", COLORS["patch"], wan_patches(False, True))],
+         [G("VACE", COLORS["run"], [vace])],
+         [G("Sample", COLORS["run"], [sampler, trim])],
+         [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_vace_ocd"))]],
+        links,
+        "OCD on a Wan 2.1 VACE edit: VACE repaints what the object's mask (Auto Saliency) covers, following the "
+        "target prompt, and keeps the rest of the clip (the control video); OCD spends the steps where VACE "
+        "repaints: the dual-rate sampler runs every step on the object's tokens and 4x fewer on the rest, and "
+        "the background merges over the whole clip in every block (Object merge). Size and length follow the "
+        "loaded clip (Clip size).\nChange first: Target prompt (describe the new object), the source clip "
+        "(4k+1 frames), the mask if the saliency misses the object. Models: the Wan 2.1 VACE diffusion model in "
+        "models/diffusion_models, umt5-xxl in models/text_encoders, the Wan 2.1 VAE in models/vae.\nCost: 30 x 2 "
+        "(CFG) calls from noise, each on fewer tokens; VACE's own blocks run on every token.")
+
+
+wan_vace = wan_vace_ocd()
+
 WORKFLOWS = {
     "ocd_load_save_video": roundtrip,
     "ocd_video_img2img_sd15": img2img,
@@ -519,6 +605,8 @@ WORKFLOWS = {
     "ocd_wan_v2v_easycache_wan21": wan_v2v_easycache,
     "ocd_wan_v2v_ocd_wan21": wan_v2v_ocd,
     "ocd_wan_v2v_ocd_easycache_wan21": wan_v2v_ocd_easycache,
+    "ocd_wan_inversion_ocd_wan21": wan_inversion,
+    "ocd_wan_vace_ocd_wan21": wan_vace,
 }
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ def pytest_collection_modifyitems(config, items):
 # ---- random-weight Wan video models (tests/support/random_wan.py) ---------------------------
 WAN21_SMALL_FILE = "ocd-test-wan21-small.safetensors"
 WAN21_VAE_FILE = "ocd-test-wan21-vae.safetensors"
+WAN21_VACE_SMALL_FILE = "ocd-test-wan21-vace-small.safetensors"
 # a test-only custom node pack (OCDTest_TextConditioning), loaded from its own custom_nodes/ entry
 TEST_NODE_PACK = REPO_ROOT / "tests" / "support" / "test_nodes" / "ocd_test_nodes"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ocd import templates
-from tests.conftest import WAN21_SMALL_FILE, WAN21_VAE_FILE
+from tests.conftest import WAN21_SMALL_FILE, WAN21_VACE_SMALL_FILE, WAN21_VAE_FILE
 from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
 from tests.support.media import correlation_at_best_lag, decode_mono
 from tests.support.server import execution_error
@@ -40,6 +40,8 @@ def is_wan(stem: str) -> bool:
 
 def shrink(prompt: dict, width: int, wan: bool = False) -> dict:
     settings = dict(SHRINK, width=width, **(WAN_SHRINK if wan else {}))
+    if any("vace" in str(n["inputs"].get("unet_name", "")) for n in prompt.values()):
+        settings["unet_name"] = WAN21_VACE_SMALL_FILE
     for node in prompt.values():
         for name, value in settings.items():
             if name in node["inputs"] and not isinstance(node["inputs"][name], list):
@@ -283,6 +285,39 @@ def check_wan_ocd_easycache(prompt: dict, runs: dict, events: list) -> None:
     check_wan_ocd(prompt, runs, events, easycache=True)
 
 
+def check_wan_inversion(prompt: dict, runs: dict, events: list) -> None:
+    """Inversion up Wan's flow (no attention record: self_replace 0), then the dual-rate edit's
+    object-token steps from the inverted latent; the background merged in both passes."""
+    invert, edit = runs["OCD_InvertLatents"], runs["OCD_DualRateEditFromInversion"]
+    inverting = part(invert, node_of(prompt, "OCD_InvertLatents"))
+    assert inverting["facts"]["solver"] == "dpmpp_2m" and inverting["facts"]["inversion_depth"] == 0.8
+    assert invert["phases"]["inversion"]["evaluations"] == WAN_SHRINK["steps"]
+    merge_node = node_of(prompt, "OCD_TokenMerge")
+    for report in (invert, edit):
+        check_object_centric_merging(part(report, merge_node))
+    sampler = part(edit, node_of(prompt, "OCD_DualRateEditFromInversion"))
+    plan = sampler["facts"]["dual_rate"]
+    assert plan["mode"] == "dual" and plan["object_token_steps"] and plan["object_tokens"] < plan["tokens"]
+    assert edit["phases"]["foreground"]["tokens"] < edit["phases"]["foreground"]["calls"] * plan["tokens"]
+    assert sampler["warnings"] == []
+
+
+def check_wan_vace(prompt: dict, runs: dict, events: list) -> None:
+    """VACE repaints the object (the saliency mask as its control mask, the clip as its control
+    video; size and length from the clip); the dual-rate sampler's object-token steps and the
+    object merge run on the VACE model."""
+    vace = prompt[node_of(prompt, "WanVaceToVideo")]["inputs"]
+    mask = node_of(prompt, "OCD_AutoSaliency")
+    assert vace["control_masks"] == [mask, 0] and vace["control_video"] == [node_of(prompt, "OCD_LoadVideo"), 0]
+    assert isinstance(vace["length"], list) and isinstance(vace["width"], list)
+    report = runs["OCD_DualRateKSampler"]
+    check_object_centric_merging(part(report, node_of(prompt, "OCD_TokenMerge")))
+    plan = part(report, node_of(prompt, "OCD_DualRateKSampler"))["facts"]["dual_rate"]
+    assert plan["mode"] == "dual" and plan["object_token_steps"] and plan["object_tokens"] < plan["tokens"]
+    assert plan["latent"] == [2, 14, 32]  # 5 frames at 256x112, VACE's latent of the clip's size
+    assert report["phases"]["foreground"]["tokens"] < report["phases"]["foreground"]["calls"] * plan["tokens"]
+
+
 CHECKS = {
     "ocd_load_save_video": check_no_pack_sampler,
     "ocd_video_img2img_sd15": check_no_pack_sampler,
@@ -296,6 +331,8 @@ CHECKS = {
     "ocd_wan_v2v_easycache_wan21": check_wan_easycache,
     "ocd_wan_v2v_ocd_wan21": check_wan_ocd,
     "ocd_wan_v2v_ocd_easycache_wan21": check_wan_ocd_easycache,
+    "ocd_wan_inversion_ocd_wan21": check_wan_inversion,
+    "ocd_wan_vace_ocd_wan21": check_wan_vace,
 }
 
 
@@ -381,8 +418,11 @@ def _no_controlnet(prompt: dict) -> None:
     ("ocd_wan_v2v_ocd_wan21", _remove("OCD_TokenMerge")),
     ("ocd_wan_v2v_ocd_wan21", _disconnect_masks),
     ("ocd_wan_v2v_ocd_easycache_wan21", _remove("EasyCache")),
+    ("ocd_wan_inversion_ocd_wan21", _disconnect_masks),
+    ("ocd_wan_vace_ocd_wan21", _remove("OCD_TokenMerge")),
 ], ids=["mask disconnected", "token merging removed", "fusion off", "controlnet removed", "cross-frame removed",
-        "wan: object merge removed", "wan: mask disconnected", "wan: easycache removed"])
+        "wan: object merge removed", "wan: mask disconnected", "wan: easycache removed",
+        "wan inversion: mask disconnected", "wan vace: object merge removed"])
 def test_the_checks_fail_when_the_workflow_loses_its_point(server, object_info, stem, breakage):
     """Each template check above rejects the template with its feature taken out."""
     prompt, entry, events, _ = run_template(server, object_info, stem, breakage)

@@ -506,6 +506,37 @@ wan_v2v_ocd_easycache = wan_v2v(
     "object-token steps look like small changes to it, and at 0.2 it would skip too much.\n" + WAN_COMMON_NOTE +
     "\nCost: the least of these four templates.")
 
+# Wan 2.2 TI2V 5B: the same edit; its VAE packs 16x16 pixels into 48 channels, so a frame has a
+# quarter of Wan 2.1's tokens at a size, and it runs at 1280x704 (its native size)
+WAN22_MODEL = "wan2.2_ti2v_5B_fp16.safetensors"
+WAN22_VAE = "wan2.2_vae.safetensors"
+
+
+def wan22_v2v_ocd() -> dict:
+    wf = wan_v2v(False, True, "OCD/wan22_v2v_ocd", (
+        "OCD on Wan 2.2 TI2V 5B video-to-video: the Wan 2.1 OCD template with the 5B model and the Wan 2.2 VAE "
+        "(48 latent channels, 16x16 pixels each: 1280x704 x 33 frames is 9 x 22 x 40 = 7,920 tokens). The "
+        "object's mask (Auto Saliency) keeps its tokens whole while the background merges over the clip "
+        "(Object merge); the dual-rate sampler runs only the object's tokens on the steps the background "
+        "skips.\nChange first: Target prompt, the source clip (4k+1 frames), denoise on the sampler, the mask "
+        "if the saliency misses the object. Models: the Wan 2.2 TI2V 5B diffusion model in "
+        "models/diffusion_models, umt5-xxl in models/text_encoders, the Wan 2.2 VAE in models/vae.\nCost: 30 x "
+        "2 (CFG) calls of the 5B, each on fewer tokens; the 16x VAE is the slow part at this size."))
+    for node in wf["nodes"]:
+        values = node["widgets_values"]
+        if node["type"] == "UNETLoader":
+            values[0], node["title"] = WAN22_MODEL, "Diffusion model (Wan 2.2 TI2V 5B)"
+        elif node["type"] == "VAELoader":
+            values[0], node["title"] = WAN22_VAE, "VAE (Wan 2.2)"
+        elif node["type"] == "OCD_LoadVideo":
+            values[5] = 1280
+        elif node["type"] == "ModelSamplingSD3":
+            node["title"] = "Shift 8 (Wan 2.2 5B)"
+    return wf
+
+
+wan22_v2v = wan22_v2v_ocd()
+
 WAN_SOURCE = "people riding bicycles along a sunny street"
 
 
@@ -524,20 +555,17 @@ def wan_inversion_ocd() -> dict:
              EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")
     return build(
         [[G("Load", COLORS["load"], wan_load())],
-         [G("Prompts", COLORS["prompt"], [text(5, WAN_SOURCE, "Source prompt")] + wan_prompts()),
-          G("Object mask", COLORS["mask"], [saliency()])],
-         [G("Model patches", COLORS["patch"], wan_patches(False, True))],
+         [G("Prompts", COLORS["prompt"], [text(5, WAN_SOURCE, "Source prompt")] + wan_prompts())],
+         [G("Object mask", COLORS["mask"], [saliency()]), G("Model patches", COLORS["patch"], wan_patches(False, True))],
          [G("Invert and edit", COLORS["run"], [inversion, edit])],
          [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_inversion_ocd"))]],
         links,
         "OCD inversion edit on Wan 2.1: the clip's latent is carried up Wan's flow to 0.8 of the way to noise "
-        "with the source prompt (DPM++ 2M, 30 steps, no guidance), then brought back with the target prompt by "
-        "the dual-rate edit: every step on the object's tokens, the background's 4x fewer, the last quarter "
-        "joint; the background merges over the whole clip in both passes (Object merge). Starting from the "
-        "clip's own inverted noise keeps its layout and motion deeper into the schedule than video-to-video. "
-        "No attention fusion: Wan attends over the whole clip, so a FateZero record would be GBs per step.\n"
-        "Change first: Source prompt (what the clip shows), Target prompt, inversion_depth on Invert (lower "
-        "keeps more of the clip), the source clip (4k+1 frames). " + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without "
+        "with the source prompt (DPM++ 2M 30, no guidance), then brought back with the target prompt by the "
+        "dual-rate edit (the object's tokens every step, the background's 4x fewer); the background merges over "
+        "the clip in both passes. No attention fusion: at this size a record would be GBs per step.\n"
+        "Change first: Source and Target prompts, inversion_depth on Invert (lower keeps more of the clip). "
+        + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without "
         "guidance + the dual-rate edit's (2 per step with CFG), each on fewer tokens.")
 
 
@@ -552,8 +580,8 @@ def wan_vace_ocd() -> dict:
     load = wan_load()[:-1]  # no VAE Encode: VACE encodes the control video itself
     load[0] = N(30, "UNETLoader", [WAN_VACE_MODEL, "default"], [], [("MODEL", "MODEL")],
                 title="Diffusion model (Wan 2.1 VACE)")
-    load.append(N(41, "GetImageSize", [], [("image", "IMAGE")],
-                  [("width", "INT"), ("height", "INT"), ("batch_size", "INT")], title="Clip size"))
+    size = N(41, "GetImageSize", [], [("image", "IMAGE")],
+             [("width", "INT"), ("height", "INT"), ("batch_size", "INT")], title="Clip size")
     vace = N(40, "WanVaceToVideo", [832, 480, WAN_FRAMES, 1, 1.0],
              [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
               ("control_video", "IMAGE"), ("control_masks", "MASK")],
@@ -574,19 +602,18 @@ def wan_vace_ocd() -> dict:
              *save_links(42, vae_from=(32, 0))]
     return build(
         [[G("Load", COLORS["load"], load)],
-         [G("Prompts", COLORS["prompt"], wan_prompts()), G("Object mask", COLORS["mask"], [saliency()])],
-         [G("Model patches", COLORS["patch"], wan_patches(False, True))],
-         [G("VACE", COLORS["run"], [vace])],
+         [G("Prompts", COLORS["prompt"], wan_prompts()), G("Object mask", COLORS["mask"], [saliency()]),
+          G("Clip size", COLORS["load"], [size])],
+         [G("Model patches", COLORS["patch"], wan_patches(False, True)), G("VACE", COLORS["run"], [vace])],
          [G("Sample", COLORS["run"], [sampler, trim])],
          [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_vace_ocd"))]],
         links,
-        "OCD on a Wan 2.1 VACE edit: VACE repaints what the object's mask (Auto Saliency) covers, following the "
-        "target prompt, and keeps the rest of the clip (the control video); OCD spends the steps where VACE "
-        "repaints: the dual-rate sampler runs every step on the object's tokens and 4x fewer on the rest, and "
-        "the background merges over the whole clip in every block (Object merge). Size and length follow the "
-        "loaded clip (Clip size).\nChange first: Target prompt (describe the new object), the source clip "
-        "(4k+1 frames), the mask if the saliency misses the object. Models: the Wan 2.1 VACE diffusion model in "
-        "models/diffusion_models, umt5-xxl in models/text_encoders, the Wan 2.1 VAE in models/vae.\nCost: 30 x 2 "
+        "OCD on a Wan 2.1 VACE edit: VACE repaints what the object's mask (Auto Saliency) covers, as the target "
+        "prompt says, and keeps the rest of the clip (the control video); the dual-rate sampler runs every step "
+        "on the object's tokens, 4x fewer on the rest, and the background merges over the clip (Object merge).\n"
+        "Change first: Target prompt (the new object), the source clip (4k+1 frames; size and length follow "
+        "it), the mask. Models: Wan 2.1 VACE in models/diffusion_models, umt5-xxl in models/text_encoders, the "
+        "Wan 2.1 VAE in models/vae.\nCost: 30 x 2 "
         "(CFG) calls from noise, each on fewer tokens; VACE's own blocks run on every token.")
 
 
@@ -607,6 +634,7 @@ WORKFLOWS = {
     "ocd_wan_v2v_ocd_easycache_wan21": wan_v2v_ocd_easycache,
     "ocd_wan_inversion_ocd_wan21": wan_inversion,
     "ocd_wan_vace_ocd_wan21": wan_vace,
+    "ocd_wan_v2v_ocd_wan22_5b": wan22_v2v,
 }
 
 if __name__ == "__main__":

@@ -125,6 +125,8 @@ def pytest_collection_modifyitems(config, items):
 WAN21_SMALL_FILE = "ocd-test-wan21-small.safetensors"
 WAN21_VAE_FILE = "ocd-test-wan21-vae.safetensors"
 WAN21_VACE_SMALL_FILE = "ocd-test-wan21-vace-small.safetensors"
+WAN22_5B_SMALL_FILE = "ocd-test-wan22-5b-small.safetensors"
+WAN22_VAE_FILE = "ocd-test-wan22-vae.safetensors"
 # a test-only custom node pack (OCDTest_TextConditioning), loaded from its own custom_nodes/ entry
 TEST_NODE_PACK = REPO_ROOT / "tests" / "support" / "test_nodes" / "ocd_test_nodes"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ocd import templates
-from tests.conftest import WAN21_SMALL_FILE, WAN21_VACE_SMALL_FILE, WAN21_VAE_FILE
+from tests.conftest import WAN21_SMALL_FILE, WAN21_VACE_SMALL_FILE, WAN21_VAE_FILE, WAN22_5B_SMALL_FILE, WAN22_VAE_FILE
 from tests.e2e.conftest import MINI_CHECKPOINT, MINI_CONTROLNET, RANDOM_SAM
 from tests.support.media import correlation_at_best_lag, decode_mono
 from tests.support.server import execution_error
@@ -32,6 +32,9 @@ WIDTH = {"ocd_inversion_ocd_sd15": 256, "ocd_inversion_ocd_sam_sd15": 128, "ocd_
 WAN_SHRINK = {"unet_name": WAN21_SMALL_FILE, "vae_name": WAN21_VAE_FILE, "frame_load_cap": 5, "steps": 8,
               "reuse_threshold": 1.0, "start_percent": 0.0}
 WAN_WIDTH = 256
+WAN_FILES = {"wan2.1_t2v_1.3B_fp16.safetensors": WAN21_SMALL_FILE, "wan2.1_vace_1.3B_fp16.safetensors": WAN21_VACE_SMALL_FILE,
+             "wan2.2_ti2v_5B_fp16.safetensors": WAN22_5B_SMALL_FILE, "wan_2.1_vae.safetensors": WAN21_VAE_FILE,
+             "wan2.2_vae.safetensors": WAN22_VAE_FILE}
 
 
 def is_wan(stem: str) -> bool:
@@ -40,8 +43,11 @@ def is_wan(stem: str) -> bool:
 
 def shrink(prompt: dict, width: int, wan: bool = False) -> dict:
     settings = dict(SHRINK, width=width, **(WAN_SHRINK if wan else {}))
-    if any("vace" in str(n["inputs"].get("unet_name", "")) for n in prompt.values()):
-        settings["unet_name"] = WAN21_VACE_SMALL_FILE
+    for node in prompt.values():  # each Wan file a template names -> its random stand-in
+        for name in ("unet_name", "vae_name"):
+            if node["inputs"].get(name) in WAN_FILES:
+                node["inputs"][name] = WAN_FILES[node["inputs"][name]]
+                settings.pop(name, None)
     for node in prompt.values():
         for name, value in settings.items():
             if name in node["inputs"] and not isinstance(node["inputs"][name], list):
@@ -263,14 +269,15 @@ def check_wan_easycache(prompt: dict, runs: dict, events: list) -> None:
     assert model_chain(prompt, node_of(prompt, "KSampler")) == ["EasyCache", "ModelSamplingSD3", "UNETLoader"]
 
 
-def check_wan_ocd(prompt: dict, runs: dict, events: list, easycache: bool = False) -> None:
+def check_wan_ocd(prompt: dict, runs: dict, events: list, easycache: bool = False, tokens: str = "2x7x16") -> None:
     """Object merging over the clip (the saliency mask connected) and the dual-rate sampler's
     object-token steps, on the Wan transformer; with EasyCache, steps EasyCache answered."""
     report = runs["OCD_DualRateKSampler"]
     merge = part(report, node_of(prompt, "OCD_TokenMerge"))
     check_object_centric_merging(merge)
+    # 5 frames at 256x112: 2 latent frames of 7 x 16 tokens (Wan 2.1's 8x VAE)
     assert merge["facts"]["dit_merge"] == "tokens" and list(merge["merged_layers"]) == [
-        "block.0 2x7x16", "block.1 2x7x16"]  # 5 frames at 256x112: 2 latent frames of 7 x 16 tokens
+        f"block.0 {tokens}", f"block.1 {tokens}"]
     plan = part(report, node_of(prompt, "OCD_DualRateKSampler"))["facts"]["dual_rate"]
     assert plan["mode"] == "dual" and plan["object_token_steps"] and plan["object_tokens"] < plan["tokens"]
     phases = report["phases"]
@@ -283,6 +290,13 @@ def check_wan_ocd(prompt: dict, runs: dict, events: list, easycache: bool = Fals
 
 def check_wan_ocd_easycache(prompt: dict, runs: dict, events: list) -> None:
     check_wan_ocd(prompt, runs, events, easycache=True)
+
+
+def check_wan22_ocd(prompt: dict, runs: dict, events: list) -> None:
+    """The Wan 2.1 OCD check on the 5B: its 16x VAE gives 2 latent frames of 4 x 8 tokens at 256x112."""
+    check_wan_ocd(prompt, runs, events, tokens="2x4x8")
+    plan = part(runs["OCD_DualRateKSampler"], node_of(prompt, "OCD_DualRateKSampler"))["facts"]["dual_rate"]
+    assert plan["latent"] == [2, 7, 16] and plan["tokens"] == 2 * 4 * 8
 
 
 def check_wan_inversion(prompt: dict, runs: dict, events: list) -> None:
@@ -333,6 +347,7 @@ CHECKS = {
     "ocd_wan_v2v_ocd_easycache_wan21": check_wan_ocd_easycache,
     "ocd_wan_inversion_ocd_wan21": check_wan_inversion,
     "ocd_wan_vace_ocd_wan21": check_wan_vace,
+    "ocd_wan_v2v_ocd_wan22_5b": check_wan22_ocd,
 }
 
 

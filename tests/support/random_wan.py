@@ -204,6 +204,33 @@ def load_wan21_vae(path: Path):
     return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
 
 
+# comfy/sd.py VAE.__init__'s Wan 2.2 branch (48 latent channels at 16x): every size is fixed
+# (dim 160, decoder 256: 705 M parameters, 1.4 GB in fp16), so the random one is full size
+WAN22_VAE_CONFIG = dict(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                        temperal_downsample=[False, True, True], dropout=0.0)
+
+
+def wan22_vae_state_dict(seed: int = 0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A Wan 2.2 VAE file's state dict: ``decoder.upsamples.0.upsamples.0.residual.2.weight``
+    makes ComfyUI take it for Wan 2.2's. Its RMS norms' ``gamma`` at 1."""
+    import comfy.ldm.wan.vae2_2
+
+    vae = comfy.ldm.wan.vae2_2.WanVAE(**WAN22_VAE_CONFIG)
+    init_random_(vae, seed)
+    state = {}
+    for k, v in vae.state_dict().items():
+        if k.endswith(".gamma"):
+            v = torch.ones_like(v)
+        state[k] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
+    del vae
+    return state
+
+
+def write_wan22_vae(path: Path, seed: int = 0) -> Path:
+    """Write a random Wan 2.2 VAE that VAELoader loads (fp16 safetensors, atomically)."""
+    return save_safetensors(wan22_vae_state_dict(seed), path)
+
+
 # --- text ------------------------------------------------------------------------------------
 def text_seed(text: str, seed: int | None = None) -> int:
     """A stable 63-bit seed from the text (sha256; Python's hash() is salted per process)."""

@@ -2,7 +2,7 @@
 executor (the glue; the pipelines are data in ``ocd.pipelines``, the templates' conversion is
 ``ocd.templates``).
 
-    python -m ocd edit VIDEO --prompt TEXT [--source-prompt TEXT] [--pipeline inversion|control|wan]
+    python -m ocd edit VIDEO --prompt TEXT [--source-prompt TEXT] [--pipeline inversion|control|wan|wan_inversion]
                      [--preset vanilla|optimized|easycache|ocd|ocd+easycache]
                      [--checkpoint FILE] [--controlnet FILE]                            (SD1.5 pipelines)
                      [--diffusion-model FILE] [--vae FILE] [--text-encoder FILE]        (wan)
@@ -412,7 +412,7 @@ def add_parser(sub) -> None:
     e = sub.add_parser("edit", help="edit a clip with one of the pack's templates")
     e.add_argument("video", help="the clip to edit")
     e.add_argument("--prompt", required=True, help="what the clip should show (the target prompt)")
-    e.add_argument("--source-prompt", default="a video", help="what the clip shows now (inversion pipeline)")
+    e.add_argument("--source-prompt", default="a video", help="what the clip shows now (the inversion pipelines)")
     e.add_argument("--object", default="man", help="the object's words in --source-prompt (FateZero's mask)")
     add_pipeline_arguments(e)
     e.add_argument("--mask", default="auto", help="auto (the template's saliency/words) or an image: white = object")

@@ -73,5 +73,9 @@ PIPELINES = {
                             "ocd": "ocd_wan_v2v_ocd_wan21", "ocd+easycache": "ocd_wan_v2v_ocd_easycache_wan21"},
                     (WAN_MODEL, WAN_VAE, WAN_TEXT_ENCODER), "ocd", temporal_scale=4, default_frames=33,
                     default_size=832, bench_size=416, random_models="wan"),
+    "wan_inversion": Pipeline("wan_inversion", {"vanilla": "ocd_wan_inversion_vanilla_wan21",
+                                                "ocd": "ocd_wan_inversion_ocd_wan21"},
+                              (WAN_MODEL, WAN_VAE, WAN_TEXT_ENCODER), "ocd", temporal_scale=4, default_frames=33,
+                              default_size=832, bench_size=416, random_models="wan"),
 }
 PRESETS = sorted({preset for p in PIPELINES.values() for preset in p.presets})

@@ -540,36 +540,56 @@ wan22_v2v = wan22_v2v_ocd()
 WAN_SOURCE = "people riding bicycles along a sunny street"
 
 
-def wan_inversion_ocd() -> dict:
+WAN_INVERSION = ["dpmpp_2m", 30, "simple", 1.0, 0.8, 0.0, 1024, False, False, "float16"]
+
+
+def wan_inversion_edit(ocd: bool) -> dict:
     """Inversion on Wan's flow: the clip's latent carried up to 0.8 of the way to noise with the
-    source prompt, then edited back down with the target prompt by the dual-rate edit."""
+    source prompt, then edited back down with the target prompt: by Edit From Inversion (the
+    baseline) or, with OCD, by the dual-rate edit on the object-merged model."""
+    model = 15 if ocd else 33
     links = [(31, 0, 5, "clip"), (31, 0, 6, "clip"), (31, 0, 10, "clip"), (1, 0, 7, "pixels"), (32, 0, 7, "vae"),
-             (30, 0, 33, "model"), (33, 0, 15, "model"), (1, 0, 17, "images"), (17, 0, 15, "mask"),
-             (15, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
-             (15, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
-             (10, 0, 13, "negative"), (17, 0, 13, "mask"), *save_links(13, vae_from=(32, 0))]
-    inversion = N(11, "OCD_InvertLatents", ["dpmpp_2m", 30, "simple", 1.0, 0.8, 0.0, 1024, False, False, "float16"],
+             (30, 0, 33, "model"), (model, 0, 11, "model"), (7, 0, 11, "latent"), (5, 0, 11, "positive"),
+             (model, 0, 13, "model"), (11, 1, 13, "inversion"), (11, 0, 13, "inverted_latent"), (6, 0, 13, "positive"),
+             (10, 0, 13, "negative"), *save_links(13, vae_from=(32, 0))]
+    inversion = N(11, "OCD_InvertLatents", WAN_INVERSION,
                   [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")], INVERT_OUT,
                   title="Invert (source prompt, 30 steps)")
-    edit = N(13, "OCD_DualRateEditFromInversion", [5.0, 0.0, 4.0, 0.25, 0, "feathered", False],
-             EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")
+    if ocd:
+        links += [(33, 0, 15, "model"), (1, 0, 17, "images"), (17, 0, 15, "mask"), (17, 0, 13, "mask")]
+        edit = N(13, "OCD_DualRateEditFromInversion", [5.0, 0.0, 4.0, 0.25, 0, "feathered", False],
+                 EDIT_IN + [("mask", "MASK")], [("LATENT", "LATENT")], title="Dual-rate edit (target prompt)")
+        middle = [G("Object mask", COLORS["mask"], [saliency()]),
+                  G("Model patches", COLORS["patch"], wan_patches(False, True))]
+        note = ("OCD inversion edit on Wan 2.1: the clip's latent is carried up Wan's flow to 0.8 of the way to "
+                "noise with the source prompt (DPM++ 2M 30, no guidance), then brought back with the target prompt "
+                "by the dual-rate edit (the object's tokens every step, the background's 4x fewer); the background "
+                "merges over the clip in both passes. No attention fusion: at this size a record would be GBs per "
+                "step.\nChange first: Source and Target prompts, inversion_depth on Invert (lower keeps more of the "
+                "clip). " + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without guidance + the "
+                "dual-rate edit's (2 per step with CFG), each on fewer tokens.")
+    else:
+        edit = N(13, "OCD_EditFromInversion", [5.0, 0.0], EDIT_IN, [("LATENT", "LATENT")],
+                 title="Edit (target prompt, 30 steps)")
+        middle = [G("Model patches", COLORS["patch"], wan_patches(False, False))]
+        note = ("Inversion edit on Wan 2.1 (the baseline of the OCD inversion template): the clip's latent is "
+                "carried up Wan's flow to 0.8 of the way to noise with the source prompt (DPM++ 2M 30, no "
+                "guidance), then brought back along the same schedule with the target prompt (cfg 5). Starting "
+                "from the clip's own inverted noise keeps its layout and motion deeper into the schedule than "
+                "video-to-video.\nChange first: Source and Target prompts, inversion_depth on Invert (lower keeps "
+                "more of the clip). " + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without "
+                "guidance + 30 x 2 (CFG) edit calls, every token of the clip each.")
     return build(
         [[G("Load", COLORS["load"], wan_load())],
          [G("Prompts", COLORS["prompt"], [text(5, WAN_SOURCE, "Source prompt")] + wan_prompts())],
-         [G("Object mask", COLORS["mask"], [saliency()]), G("Model patches", COLORS["patch"], wan_patches(False, True))],
+         middle,
          [G("Invert and edit", COLORS["run"], [inversion, edit])],
-         [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_inversion_ocd"))]],
-        links,
-        "OCD inversion edit on Wan 2.1: the clip's latent is carried up Wan's flow to 0.8 of the way to noise "
-        "with the source prompt (DPM++ 2M 30, no guidance), then brought back with the target prompt by the "
-        "dual-rate edit (the object's tokens every step, the background's 4x fewer); the background merges over "
-        "the clip in both passes. No attention fusion: at this size a record would be GBs per step.\n"
-        "Change first: Source and Target prompts, inversion_depth on Invert (lower keeps more of the clip). "
-        + WAN_COMMON_NOTE.split(". ", 1)[1] + "\nCost: 30 inversion calls without "
-        "guidance + the dual-rate edit's (2 per step with CFG), each on fewer tokens.")
+         [G("Decode and save", COLORS["save"], decode_and_save("OCD/wan_inversion_" + ("ocd" if ocd else "vanilla")))]],
+        links, note)
 
 
-wan_inversion = wan_inversion_ocd()
+wan_inversion = wan_inversion_edit(True)
+wan_inversion_vanilla = wan_inversion_edit(False)
 
 WAN_VACE_MODEL = "wan2.1_vace_1.3B_fp16.safetensors"
 
@@ -632,6 +652,7 @@ WORKFLOWS = {
     "ocd_wan_v2v_easycache_wan21": wan_v2v_easycache,
     "ocd_wan_v2v_ocd_wan21": wan_v2v_ocd,
     "ocd_wan_v2v_ocd_easycache_wan21": wan_v2v_ocd_easycache,
+    "ocd_wan_inversion_vanilla_wan21": wan_inversion_vanilla,
     "ocd_wan_inversion_ocd_wan21": wan_inversion,
     "ocd_wan_vace_ocd_wan21": wan_vace,
     "ocd_wan_v2v_ocd_wan22_5b": wan22_v2v,

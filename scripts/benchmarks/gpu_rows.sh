@@ -10,7 +10,7 @@
 #             script works, 1-3 minutes on a 2-core CPU: tests/e2e/test_gpu_rows.py)
 #   --out     the output folder (new or empty); default: a fresh .comfy/gpu_rows/<date>-<device>-XXXX
 #
-# Writes DIR/inversion.md, DIR/control.md, DIR/wan.md (each under a temporary name first, renamed
+# Writes DIR/inversion.md, DIR/control.md, DIR/wan.md, DIR/wan_inversion.md (each under a temporary name first, renamed
 # when its command has succeeded), their plots (DIR/e2e-*.png), the clips they ran on
 # (DIR/clips/) and DIR/gpu_rows.log: the machine (nvidia-smi, torch and CUDA, CPU, memory), the
 # date, the commit, and every command line with all it printed and its time. Stops at the first
@@ -27,6 +27,9 @@
 # - control: SD1.5 + ControlNet, 8 x 512x512, each template's own 50 steps, + --feature-reuse 3.
 # - wan: Wan 2.1 1.3B's width at its 30 blocks (--depth 30), 33 x 480x832 (9 latent frames of
 #   30x52 tokens: 14,040 tokens), each template's own 30 steps (denoise 0.7, CFG 6).
+# - wan_inversion: the same model and clip, the Wan inversion templates (inversion up the flow to
+#   0.8, then the edit; vanilla: Edit From Inversion, ocd: object merge + the dual-rate edit) at
+#   --steps 20 (their own 30 would add ~1 min: 30 inversion calls + 30 CFG edit steps per row).
 # The clips are bikes.mp4 cropped to those sizes (`bench --size` sets the width, the clip's
 # aspect the height). Time on one H100, estimated (not measured: no GPU has been lent to this
 # project's sessions yet), per pipeline = ComfyUI's start (~15 s) + its random models, built on the
@@ -37,7 +40,8 @@
 #                       attention over 8 x 4,096 tokens (~35 TFLOP a step)
 #   wan       ~2.5 min: 4 rows, vanilla 30 steps of ~140 TFLOP (CFG batched), the others fewer tokens
 #                       or steps; VAE (small random one), saliency and saving a few s per row
-# about 6 minutes in all, under 8. The log has every command's time: if a run goes over, lower the
+#   wan_inversion ~1.5 min: 2 rows, vanilla 20 inversion calls (no CFG) + 20 CFG edit steps, ocd fewer
+# about 7.5 minutes in all, under 8. The log has every command's time: if a run goes over, lower the
 # wan steps first (its largest share: add `--steps 20`, the CPU rows' count, to its command below).
 #
 # Tiny sizes (--tiny): --mini random models, SD1.5 2 x 64x64, Wan 5 x 64x64 (the smallest 4k+1
@@ -103,11 +107,11 @@ run() {  # the command line, everything it prints and its time go to the log (an
 if [ "$tiny" = 1 ]; then
   sd=(2 64 64) wan=(5 64 64)  # frames, height, width
   models=(--random-weights --mini) wan_models=(--random-weights --mini)
-  inversion_steps=(--steps 2) template_steps=(--steps 2)
+  inversion_steps=(--steps 2) template_steps=(--steps 2) wan_inversion_steps=(--steps 2)
 else
   sd=(8 512 512) wan=(33 480 832)
   models=(--random-weights) wan_models=(--random-weights --depth 30)
-  inversion_steps=(--steps 20) template_steps=()
+  inversion_steps=(--steps 20) template_steps=() wan_inversion_steps=(--steps 20)
 fi
 comfyui=()
 [ -f "$host/ComfyUI/main.py" ] && comfyui=(--comfyui "$host/ComfyUI")
@@ -164,3 +168,5 @@ bench control --video "$sd_clip" "${models[@]}" --frames "${sd[0]}" --size "${sd
   ${template_steps[@]+"${template_steps[@]}"} --feature-reuse 3
 bench wan --video "$wan_clip" "${wan_models[@]}" --frames "${wan[0]}" --size "${wan[2]}" \
   ${template_steps[@]+"${template_steps[@]}"}
+bench wan_inversion --video "$wan_clip" "${wan_models[@]}" --frames "${wan[0]}" --size "${wan[2]}" \
+  "${wan_inversion_steps[@]}"

@@ -299,6 +299,16 @@ def check_wan22_ocd(prompt: dict, runs: dict, events: list) -> None:
     assert plan["latent"] == [2, 7, 16] and plan["tokens"] == 2 * 4 * 8
 
 
+def check_wan_inversion_vanilla(prompt: dict, runs: dict, events: list) -> None:
+    """The baseline: inversion up Wan's flow, then Edit From Inversion along the same schedule on
+    the shifted model, every token on every step; no patch of the pack's."""
+    invert, edit = runs["OCD_InvertLatents"], runs["OCD_EditFromInversion"]
+    assert invert["phases"]["inversion"]["evaluations"] == WAN_SHRINK["steps"]
+    assert edit["phases"]["edit"]["evaluations"] == WAN_SHRINK["steps"]
+    for node in ("OCD_InvertLatents", "OCD_EditFromInversion"):
+        assert model_chain(prompt, node_of(prompt, node)) == ["ModelSamplingSD3", "UNETLoader"]
+
+
 def check_wan_inversion(prompt: dict, runs: dict, events: list) -> None:
     """Inversion up Wan's flow (no attention record: self_replace 0), then the dual-rate edit's
     object-token steps from the inverted latent; the background merged in both passes."""
@@ -345,6 +355,7 @@ CHECKS = {
     "ocd_wan_v2v_easycache_wan21": check_wan_easycache,
     "ocd_wan_v2v_ocd_wan21": check_wan_ocd,
     "ocd_wan_v2v_ocd_easycache_wan21": check_wan_ocd_easycache,
+    "ocd_wan_inversion_vanilla_wan21": check_wan_inversion_vanilla,
     "ocd_wan_inversion_ocd_wan21": check_wan_inversion,
     "ocd_wan_vace_ocd_wan21": check_wan_vace,
     "ocd_wan_v2v_ocd_wan22_5b": check_wan22_ocd,

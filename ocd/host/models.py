@@ -595,11 +595,14 @@ def ode_sampler(sampler_function):
     """A ComfyUI SAMPLER running ``sampler_function`` (k-diffusion's contract) that returns the
     state at the last sigma as it is.
 
-    Core's ``KSAMPLER`` ends with ``inverse_noise_scaling(sigma_last, x)``: the identity on
-    SD's noise levels and at sigma 0, but ``x / (1 - sigma)`` on flow matching, which an
-    inversion ending at sigma 1 cannot take. It starts like core's, at
-    ``noise_scaling(sigma_0, noise, latent_image)`` (``noise_reaching`` gives the noise that
-    starts at a given latent)."""
+    Core's ``KSAMPLER`` starts at ``noise_scaling(sigma_0, noise, latent_image)`` and ends with
+    ``inverse_noise_scaling(sigma_last, x)``: with zero noise both are the identity on SD's
+    noise levels, but on flow matching the start is ``(1 - sigma_0) * latent`` (nothing at
+    sigma 1) and the end ``x / (1 - sigma)``, which an inversion ending at sigma 1 cannot take.
+    So with zero noise (an ODE pass; core's Disable Noise) this one starts at the latent itself
+    on every model's noise levels, and masked-out regions (a noise mask) stay at it; with other
+    noise it starts as core's does (``noise_reaching`` gives the noise that starts at a given
+    latent)."""
     global _ODE_SAMPLER
     if _ODE_SAMPLER is None:
         import comfy.samplers
@@ -608,9 +611,16 @@ def ode_sampler(sampler_function):
             def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                        disable_pbar=False):
                 extra_args["denoise_mask"] = denoise_mask
+                scaling = model_wrap.inner_model.model_sampling.noise_scaling
+                if not bool(torch.count_nonzero(noise)) and float(sigmas[0]) > 0:
+                    # the noise whose scaling keeps the latent where it is at every sigma (zero on
+                    # SD's noise levels, the latent itself on flow matching): noise_scaling is affine
+                    zero = torch.zeros_like(latent_image)
+                    noise = ((latent_image - scaling(sigmas[0], zero, latent_image, False))
+                             / scaling(sigmas[0], torch.ones_like(zero), zero, False))
                 model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
                 model_k.latent_image, model_k.noise = latent_image, noise
-                x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, False)
+                x = scaling(sigmas[0], noise, latent_image, False)
                 k_callback = None
                 if callback is not None:
                     total = len(sigmas) - 1

@@ -92,9 +92,9 @@ def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, c
     import comfy.sample
 
     negative = _negative_or_empty(negative, cfg)
-    # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass), on
-    # every model's noise levels (zero noise on SD's, the latent itself on flow matching).
-    noise = host.noise_reaching(model, latent, latent, float(sigmas[0]))
+    # No noise is added: the starting point is the latent itself (an ODE, not SDE, pass; on
+    # every model's noise levels, host.ode_sampler).
+    noise = torch.zeros_like(latent)
     return comfy.sample.sample_custom(
         model, noise, cfg, ocd_sampler(solver), sigmas.to(latent.device), positive, negative, latent,
         noise_mask=noise_mask, callback=callback, disable_pbar=True,
@@ -158,6 +158,9 @@ def invert(
     if CROSS_ATTENTION in extras:
         cross = extras[CROSS_ATTENTION]
         report.note(owner, cross_attention_record={"maps": len(cross.maps), "MiB": round(cross.nbytes / 2**20, 2)})
+        if not cross.maps:
+            report.warn(owner, f"recorded no cross-attention: no layer attends with at most {max_record_tokens} "
+                        "queries (max_record_tokens); Cross-Attention Mask (OCD) will have no map to read")
     record = InversionRecord(
         solver=solver,
         generation_sigmas=sigmas,
@@ -395,8 +398,7 @@ def _edit_token_steps(model, record, inverted, positive, negative, cfg, mask, se
     if fusion is not None:
         model = set_attention_hook(model, fusion)
     sigmas = record.generation_sigmas
-    start = DualRateStart(inverted, host.noise_reaching(model, inverted, inverted, float(sigmas[0])), sigmas,
-                          ocd_sampler(record.solver), record.solver)
+    start = DualRateStart(inverted, torch.zeros_like(inverted), sigmas, ocd_sampler(record.solver), record.solver)
     samples, plan = run_token_steps(model, start, cfg, positive, negative, mask, settings, noise_mask, report)
     return TokenStepResult({"samples": samples.to(host.intermediate_device())}, plan, report)
 

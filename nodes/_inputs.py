@@ -5,7 +5,8 @@ floats through its min/max comparison, and skips min/max altogether for the inpu
 ``validate_inputs`` receives. So each node derives from ``OCDNode``, whose one
 ``validate_inputs`` checks every widget value the prompt carries (``ocd.checks``: options,
 ranges, finite numbers, text) and whose ``execute`` wrapper checks the values that arrive
-through links once they exist (a frame rate from another node, an IMAGE, an AUDIO). A node adds
+through links once they exist (a frame rate from another node, an IMAGE, an AUDIO; a MASK or
+IMAGE holding NaN or infinity is refused by name before the node does any work). A node adds
 what only it knows (a file in a folder, the form of a JSON field) in ``INPUT_CHECKS``; ranges
 that depend on each other stay in the library.
 
@@ -27,8 +28,12 @@ from comfy_api.latest import io
 
 from ..ocd import checks
 from ..ocd.errors import OCDInputError
+from ..ocd.masks.ops import require_finite
 
 _CHECKED = "__ocd_checked_execute__"
+# Linked values refused when they hold NaN or infinity (docs/masks.md): every MASK, and every
+# IMAGE, which the pack's nodes turn into masks, analyse or save.
+FINITE_TYPES = ("MASK", "IMAGE")
 
 
 def check_widget_value(spec: io.Input, value: Any) -> Any:
@@ -44,8 +49,14 @@ def check_widget_value(spec: io.Input, value: Any) -> Any:
         return checks.text(name, value)
     if isinstance(spec, io.Boolean.Input):
         return checks.boolean(name, value)
-    linked = checks.LINKED_VALUE_CHECKS.get(str(spec.get_io_type()))
-    return linked(name, value) if linked is not None else value
+    kind = str(spec.get_io_type())
+    linked = checks.LINKED_VALUE_CHECKS.get(kind)
+    if linked is None:
+        return value
+    value = linked(name, value)
+    if kind in FINITE_TYPES:
+        require_finite(value, name, kind)  # before any work: NaN never reaches a mask, a latent, a file
+    return value
 
 
 def is_widget(spec: io.Input) -> bool:

@@ -21,6 +21,7 @@ from ..ocd import host
 from ..ocd.errors import OCDInputError
 from ..ocd.masks import ops as mask_ops
 from ..ocd.masks import saliency, sam_video
+from ..ocd.paths import check_file_name
 from ._inputs import OCDNode
 
 SAMS_FOLDER = "sams"  # the folder name other SAM packs (Impact Pack, segment_anything nodes) use
@@ -47,6 +48,7 @@ def _sams_hint() -> str:
 
 
 def _sam_path(sam_name: str | None) -> str:
+    check_file_name(sam_name, "sam_name")  # before the host's file functions see it
     path = folder_paths.get_full_path(SAMS_FOLDER, sam_name) if sam_name else None
     if path is None:  # no name: the frontend sends nothing while models/sams is empty
         raise OCDInputError("sam_name", f"'{sam_name}' was not found; {_sams_hint()}" if sam_name

@@ -268,9 +268,12 @@ def cross_attention_mask(
     layers and steps at a common resolution, normalise each frame to 0..1, threshold; then
     optionally grow by ``dilation`` pixels of ``size`` (``ocd.masks.ops.grow``, a disk).
     """
-    if not record.maps:
-        raise OCDInputError("inversion", "has no cross-attention record: run Invert Latents (OCD) with "
-                            "record_cross_attention on")
+    if not record.maps:  # recording was on (the record exists): its token limit left out every layer
+        raise OCDInputError("inversion", f"its cross-attention record is empty: no layer attends with at most "
+                            f"max_record_tokens = {record.max_tokens} queries, so none was recorded; raise "
+                            "max_record_tokens on Invert Latents (OCD) to at least the query count of the model's "
+                            "smallest attention layer (its token grid, e.g. 8x8 = 64 for SD1.5 at 512x512; on a "
+                            "video transformer every token of the clip) and run it again")
     if not token_positions:
         raise OCDInputError("words", "none of the words occur in the prompt (check spelling: the words "
                             "must appear in the source prompt as written)")

@@ -18,12 +18,45 @@ from ..errors import OCDInputError
 from ..video.codec import follow_aspect
 
 
+FINITE_CHUNK = 1 << 24  # elements looked at at once: a long clip's IMAGE is not copied whole
+
+
+def require_finite(values: torch.Tensor, input_name: str, kind: str = "MASK") -> torch.Tensor:
+    """``values`` unchanged if every element is finite; else ``OCDInputError`` naming the input
+    and how many elements are NaN or infinite.
+
+    The one rule for masks and the images a node reads as masks or analyses: NaN or infinity
+    (a broken upstream node, a division by zero in a mask graph) is refused, never clamped
+    into 0..1 or passed on (clamping keeps NaN, and a NaN weight makes a latent of NaN).
+    """
+    if not values.is_floating_point() or values.numel() == 0:
+        return values  # bool and integer tensors hold finite values only
+    rows = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)  # a view when contiguous
+    step = max(1, FINITE_CHUNK // rows.shape[1])
+    parts = (rows[i:i + step] for i in range(0, rows.shape[0], step))
+    nan = inf = 0
+    for part in parts:
+        if bool(torch.isfinite(part).all()):
+            continue
+        nan += int(torch.isnan(part).sum())
+        inf += int(torch.isinf(part).sum())
+    if nan or inf:
+        found = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+        raise OCDInputError(
+            input_name,
+            f"holds {found} values (of {values.numel()}): {'an' if kind[:1] in 'AEIOU' else 'a'} {kind} must "
+            "hold finite values; fix the node that made it (a division by zero, a broken model or decode)",
+        )
+    return values
+
+
 def normalize_mask(mask, input_name: str = "mask") -> torch.Tensor:
     """Any MASK layout -> float32 ``[F, H, W]`` in 0..1.
 
     Accepts ``[H, W]`` (one frame), ``[F, H, W]`` (ComfyUI's MASK) and ``[F, 1, H, W]``
     (what some SAM packs return). Bool/integer masks are mapped to 0/1 (uint8 0..255 is
-    divided by 255).
+    divided by 255); values outside 0..1 are clamped. NaN and infinite values are refused
+    (``require_finite``), naming ``input_name``.
     """
     if not isinstance(mask, torch.Tensor):
         raise OCDInputError(input_name, f"expected a MASK tensor, got {type(mask).__name__}")
@@ -39,6 +72,7 @@ def normalize_mask(mask, input_name: str = "mask") -> torch.Tensor:
         )
     if m.shape[0] == 0 or m.shape[1] == 0 or m.shape[2] == 0:
         raise OCDInputError(input_name, f"the mask is empty (shape {tuple(mask.shape)})")
+    require_finite(m, input_name)
     if m.dtype == torch.bool:
         m = m.to(torch.float32)
     elif m.dtype == torch.uint8:

@@ -174,7 +174,7 @@ def test_init_is_stable_and_every_input_matters(comfy, inference):
 def test_text_conditioning_node_matches_the_helper(ocd_test_nodes, inference):
     import nodes
 
-    assert set(ocd_test_nodes) == {"OCDTest_TextConditioning"}
+    assert set(ocd_test_nodes) == {"OCDTest_TextConditioning", "OCDTest_NonFinite"}
     assert nodes.NODE_DISPLAY_NAME_MAPPINGS["OCDTest_TextConditioning"] == "Test Text Conditioning (OCD tests)"
     node = ocd_test_nodes["OCDTest_TextConditioning"]
     inputs = node.INPUT_TYPES()

@@ -32,6 +32,33 @@ def test_normalize_refuses_other_shapes(bad):
         mask_ops.normalize_mask(bad)
 
 
+@pytest.mark.parametrize("value, found", [(float("nan"), "3 NaN values"), (float("inf"), "3 infinite values"),
+                                          (float("-inf"), "3 infinite values")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_normalize_refuses_non_finite_values_naming_the_input(value, found, dtype):
+    """Never clamped into 0..1 (inf would become 1, -inf 0) nor passed on (NaN survives clamp)."""
+    m = torch.full((2, 1, 4, 5), 0.5, dtype=dtype)
+    m[1, 0, 2, 1:4] = value
+    with pytest.raises(OCDInputError, match=rf"^input 'blend_mask': holds {found} \(of 40\): a MASK must hold finite"):
+        mask_ops.normalize_mask(m, "blend_mask")
+
+
+def test_require_finite_counts_nan_and_infinity_over_chunks(monkeypatch):
+    monkeypatch.setattr(mask_ops, "FINITE_CHUNK", 7)  # frames of 12 values: one frame per chunk
+    images = torch.rand(5, 2, 2, 3)
+    assert mask_ops.require_finite(images, "images", "IMAGE") is images
+    images[0, 0, 0, 0] = float("nan")
+    images[4, 1, 1] = float("inf")
+    images[2, :, 1, 2] = float("-inf")
+    with pytest.raises(OCDInputError, match=r"^input 'images': holds 1 NaN and 5 infinite values \(of 60\): "
+                       "an IMAGE must hold finite"):
+        mask_ops.require_finite(images, "images", "IMAGE")
+    with pytest.raises(OCDInputError, match="1 NaN"):  # not contiguous: counted on a copy
+        mask_ops.require_finite(images.transpose(1, 2), "images", "IMAGE")
+    for finite in (torch.ones(3, dtype=torch.bool), torch.full((2, 2), 255, dtype=torch.uint8), torch.zeros(0, 4)):
+        assert mask_ops.require_finite(finite, "mask") is finite
+
+
 def test_grow_by_one_is_the_plus_shaped_disk():
     grown = mask_ops.grow(dot(), 1)[0]
     expected = torch.zeros(7, 7)

@@ -8,6 +8,9 @@ in a real ComfyUI server, where nothing can be downloaded.
 It is loaded from its own custom_nodes/ entry, apart from the pack, so it imports only torch,
 hashlib and ComfyUI. tests/support/random_wan.py ``text_conditioning`` computes the same
 tensor (tests/integration/test_random_wan.py checks that they agree).
+- ``OCDTest_NonFinite``: a MASK and an IMAGE of 0.5 holding NaN, +inf or -inf in a few pixels
+  of every frame, what a broken upstream node or a division by zero in a mask graph makes
+  (tests/e2e/test_input_sweep_links.py feeds them to every node that takes one).
 """
 import hashlib
 
@@ -43,5 +46,35 @@ class OCDTestTextConditioning:
         return ([[text_embedding(text, tokens), {}]],)
 
 
-NODE_CLASS_MAPPINGS = {"OCDTest_TextConditioning": OCDTestTextConditioning}
-NODE_DISPLAY_NAME_MAPPINGS = {"OCDTest_TextConditioning": "Test Text Conditioning (OCD tests)"}
+NON_FINITE = {"nan": float("nan"), "posinf": float("inf"), "neginf": float("-inf")}
+
+
+class OCDTestNonFinite:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "value": (list(NON_FINITE), {"default": "nan"}),
+                "frames": ("INT", {"default": 1, "min": 1, "max": 64}),
+                "width": ("INT", {"default": 64, "min": 4, "max": 1024}),
+                "height": ("INT", {"default": 64, "min": 4, "max": 1024}),
+            },
+        }
+
+    RETURN_TYPES = ("MASK", "IMAGE")
+    RETURN_NAMES = ("mask", "image")
+    FUNCTION = "make"
+    CATEGORY = "OCD tests"
+    DESCRIPTION = ("Test only: a MASK [frames, height, width] and an IMAGE [frames, height, width, 3] of 0.5 "
+                   "with the chosen non-finite value in a 2x2 square of every frame.")
+
+    def make(self, value, frames=1, width=64, height=64):
+        mask = torch.full((frames, height, width), 0.5)
+        mask[:, 1:3, 1:3] = NON_FINITE[value]
+        image = mask[..., None].expand(-1, -1, -1, 3).contiguous()
+        return (mask, image)
+
+
+NODE_CLASS_MAPPINGS = {"OCDTest_TextConditioning": OCDTestTextConditioning, "OCDTest_NonFinite": OCDTestNonFinite}
+NODE_DISPLAY_NAME_MAPPINGS = {"OCDTest_TextConditioning": "Test Text Conditioning (OCD tests)",
+                              "OCDTest_NonFinite": "Test Non-Finite Mask and Image (OCD tests)"}

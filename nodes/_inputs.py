@@ -5,8 +5,8 @@ floats through its min/max comparison, and skips min/max altogether for the inpu
 ``validate_inputs`` receives. So each node derives from ``OCDNode``, whose one
 ``validate_inputs`` checks every widget value the prompt carries (``ocd.checks``: options,
 ranges, finite numbers, text) and whose ``execute`` wrapper checks the values that arrive
-through links once they exist (a frame rate from another node, an IMAGE, an AUDIO; a MASK or
-IMAGE holding NaN or infinity is refused by name before the node does any work). A node adds
+through links once they exist (a frame rate from another node, an IMAGE, an AUDIO; a MASK,
+IMAGE or LATENT holding NaN or infinity is refused by name before the node does any work). A node adds
 what only it knows (a file in a folder, the form of a JSON field) in ``INPUT_CHECKS``; ranges
 that depend on each other stay in the library.
 
@@ -24,6 +24,7 @@ import inspect
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+import torch
 from comfy_api.latest import io
 
 from ..ocd import checks
@@ -31,9 +32,14 @@ from ..ocd.errors import OCDInputError
 from ..ocd.masks.ops import require_finite
 
 _CHECKED = "__ocd_checked_execute__"
-# Linked values refused when they hold NaN or infinity (docs/masks.md): every MASK, and every
-# IMAGE, which the pack's nodes turn into masks, analyse or save.
-FINITE_TYPES = ("MASK", "IMAGE")
+# Linked values refused when they hold NaN or infinity (docs/masks.md), by the tensors they
+# carry: every MASK; every IMAGE, which the pack's nodes turn into masks, analyse or save; every
+# LATENT's samples and noise mask, which a sampler would turn into a latent of NaN.
+FINITE_TENSORS = {
+    "MASK": lambda value: [value],
+    "IMAGE": lambda value: [value],
+    "LATENT": lambda value: [value["samples"]] + [m for m in [value.get("noise_mask")] if torch.is_tensor(m)],
+}
 
 
 def check_widget_value(spec: io.Input, value: Any) -> Any:
@@ -54,8 +60,8 @@ def check_widget_value(spec: io.Input, value: Any) -> Any:
     if linked is None:
         return value
     value = linked(name, value)
-    if kind in FINITE_TYPES:
-        require_finite(value, name, kind)  # before any work: NaN never reaches a mask, a latent, a file
+    for tensor in FINITE_TENSORS.get(kind, lambda _: [])(value):
+        require_finite(tensor, name, kind)  # before any work: NaN never reaches a mask, a latent, a file
     return value
 
 

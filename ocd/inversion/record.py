@@ -62,14 +62,16 @@ class InversionRecord:
         """(height, width) in image pixels of the inverted frames."""
         return self.latent_shape[-2] * self.image_scale, self.latent_shape[-1] * self.image_scale
 
-    def check_compatible(self, latent: torch.Tensor, fingerprint: str) -> None:
-        """Refuse a latent or model (by its weights' fingerprint) this record was not made from."""
+    def check_compatible(self, latent: torch.Tensor, fingerprint: str, input_name: str = "inverted_latent") -> None:
+        """Refuse a latent (``input_name``) or model (by its weights' fingerprint) this record was
+        not made from."""
         if tuple(latent.shape) != tuple(self.latent_shape):
+            layout = "(batch, channels, frames, height, width)" if len(self.latent_shape) == 5 else \
+                "(frames, channels, height/8, width/8)"
             raise OCDInputError(
-                "latent",
-                f"has shape {tuple(latent.shape)} (frames, channels, height/8, width/8) but the "
-                f"inversion record was made from {tuple(self.latent_shape)}: connect the latent "
-                "that OCD_InvertLatents produced with this record",
+                input_name,
+                f"has shape {tuple(latent.shape)} {layout} but the inversion record was made from "
+                f"{tuple(self.latent_shape)}: connect the latent that OCD_InvertLatents produced with this record",
             )
         if fingerprint != self.model_fingerprint:
             raise OCDInputError(

@@ -137,7 +137,7 @@ def test_token_merge_replay_composes_and_the_crop_neither_replays_nor_records(mo
 
 def test_a_record_of_another_latent_is_refused(model, cond, inverted, inference):
     out, record = inverted
-    with pytest.raises(ValueError, match="input 'latent'"):
+    with pytest.raises(ValueError, match="input 'inverted_latent'"):
         comfy_passes.edit_dual_rate(model, record, out[:1], cond, None, 1.0, object_mask()[:1])
 
 

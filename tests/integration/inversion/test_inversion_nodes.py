@@ -94,10 +94,10 @@ def test_a_record_is_refused_for_another_latent_or_model(run, ocd_nodes, smooth_
     latent, cond = source
     inverted, record = invert(run, ocd_nodes, smooth_model, latent, cond, "ddim", 4)
     other_size = {"samples": torch.zeros(2, 4, 16, 8)}
-    with pytest.raises(ValueError, match="input 'latent'.*inversion record"):
+    with pytest.raises(ValueError, match="input 'inverted_latent'.*inversion record"):
         edit(run, ocd_nodes, smooth_model, record, other_size, cond)
     other_frames = {"samples": torch.zeros(3, 4, 8, 8)}
-    with pytest.raises(ValueError, match="input 'latent'"):
+    with pytest.raises(ValueError, match="input 'inverted_latent'"):
         edit(run, ocd_nodes, smooth_model, record, other_frames, cond)
     other_model = rm.build_model_patcher(rm.tiny_unet_config(), seed=12)
     with pytest.raises(ValueError, match="input 'model'"):

@@ -6,7 +6,8 @@ floats through its min/max comparison, and skips min/max altogether for the inpu
 ``validate_inputs`` checks every widget value the prompt carries (``ocd.checks``: options,
 ranges, finite numbers, text) and whose ``execute`` wrapper checks the values that arrive
 through links once they exist (a frame rate from another node, an IMAGE, an AUDIO; a MASK,
-IMAGE or LATENT holding NaN or infinity is refused by name before the node does any work). A node adds
+IMAGE, LATENT or CONDITIONING holding NaN or infinity is refused by name before the node does
+any work). A node adds
 what only it knows (a file in a folder, the form of a JSON field) in ``INPUT_CHECKS``; ranges
 that depend on each other stay in the library.
 
@@ -34,11 +35,16 @@ from ..ocd.masks.ops import require_finite
 _CHECKED = "__ocd_checked_execute__"
 # Linked values refused when they hold NaN or infinity (docs/masks.md), by the tensors they
 # carry: every MASK; every IMAGE, which the pack's nodes turn into masks, analyse or save; every
-# LATENT's samples and noise mask, which a sampler would turn into a latent of NaN.
+# LATENT's samples and noise mask and every CONDITIONING's tensors, which a sampler would turn
+# into a latent of NaN.
 FINITE_TENSORS = {
     "MASK": lambda value: [value],
     "IMAGE": lambda value: [value],
     "LATENT": lambda value: [value["samples"]] + [m for m in [value.get("noise_mask")] if torch.is_tensor(m)],
+    # a text encoder's output and its pooled vector: a NaN there makes every step NaN
+    "CONDITIONING": lambda value: [t for entry in value if isinstance(entry, (list, tuple)) and entry
+                                   for t in [entry[0], entry[1].get("pooled_output") if len(entry) > 1
+                                             and isinstance(entry[1], dict) else None] if torch.is_tensor(t)],
 }
 
 
@@ -57,9 +63,8 @@ def check_widget_value(spec: io.Input, value: Any) -> Any:
         return checks.boolean(name, value)
     kind = str(spec.get_io_type())
     linked = checks.LINKED_VALUE_CHECKS.get(kind)
-    if linked is None:
-        return value
-    value = linked(name, value)
+    if linked is not None:
+        value = linked(name, value)
     for tensor in FINITE_TENSORS.get(kind, lambda _: [])(value):
         require_finite(tensor, name, kind)  # before any work: NaN never reaches a mask, a latent, a file
     return value

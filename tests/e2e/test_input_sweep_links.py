@@ -1,7 +1,7 @@
 """The input sweep (test_input_sweep.py) extended from widget values to what arrives through
 links and files, through the real server:
 
-- every MASK, IMAGE and LATENT input of every OCD node gets a tensor holding NaN, +inf or -inf (from the
+- every MASK, IMAGE, LATENT and CONDITIONING input of every OCD node gets a tensor holding NaN, +inf or -inf (from the
   test-only node OCDTest_NonFinite, what a broken upstream node or a division by zero in a mask
   graph makes): the node is refused before it does any work, with a message naming the input;
   on the mini SD1.5 checkpoint and, for the nodes that take a Wan model, on the random Wan;
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 NON_FINITE = ("nan", "posinf", "neginf")
 SOURCE = "OCDTest_NonFinite"  # tests/support/test_nodes/ocd_test_nodes
-SOURCE_SLOT = {"MASK": 0, "IMAGE": 1, "LATENT": 2}
+SOURCE_SLOT = {"MASK": 0, "IMAGE": 1, "LATENT": 2, "CONDITIONING": 3}
 # The inputs the sweep below must find (it finds every MASK / IMAGE input /object_info lists).
 KNOWN_TENSOR_INPUTS = {
     ("OCD_MaskOps", "mask"), ("OCD_MaskOps", "reference_images"), ("OCD_TokenMerge", "mask"),
@@ -35,6 +35,10 @@ KNOWN_TENSOR_INPUTS = {
     ("OCD_DualRateEditFromInversion", "mask"), ("OCD_SAMVideoMask", "images"), ("OCD_AutoSaliency", "images"),
     ("OCD_SaveVideo", "images"), ("OCD_InvertLatents", "latent"), ("OCD_EditFromInversion", "inverted_latent"),
     ("OCD_DualRateEditFromInversion", "inverted_latent"), ("OCD_DualRateKSampler", "latent_image"),
+    ("OCD_InvertLatents", "positive"), ("OCD_InvertLatents", "negative"), ("OCD_EditFromInversion", "positive"),
+    ("OCD_EditFromInversion", "negative"), ("OCD_DualRateEditFromInversion", "positive"),
+    ("OCD_DualRateEditFromInversion", "negative"), ("OCD_DualRateKSampler", "positive"),
+    ("OCD_DualRateKSampler", "negative"),
 }
 # The nodes taking a MODEL that may be a Wan video transformer, swept on the random Wan too.
 WAN_TENSOR_INPUTS = (("OCD_DualRateKSampler", "mask"), ("OCD_TokenMerge", "mask"))
@@ -112,7 +116,7 @@ def info(server, broken_files):
 
 
 def tensor_inputs(info: dict) -> set[tuple[str, str, str]]:
-    """(node, input, MASK, IMAGE or LATENT) of every OCD node."""
+    """(node, input, MASK, IMAGE, LATENT or CONDITIONING) of every OCD node."""
     return {(n, name, kind) for n in info if n.startswith("OCD_")
             for name, (_, kind, _) in spec_of(info, n).items() if kind in SOURCE_SLOT}
 
@@ -151,7 +155,7 @@ def refusal(server, prompt: dict, node_id: str) -> tuple[str, str]:
     return error["exception_message"], error["exception_type"]
 
 
-def test_non_finite_masks_images_and_latents_are_refused_by_name(server, info):
+def test_non_finite_masks_images_latents_and_conditioning_are_refused_by_name(server, info):
     targets = tensor_inputs(info)
     assert {(n, name) for n, name, _ in targets} >= KNOWN_TENSOR_INPUTS, sorted(targets)
     cases = [(n, name, kind, False) for n, name, kind in sorted(targets)]

@@ -8,7 +8,7 @@ in a real ComfyUI server, where nothing can be downloaded.
 It is loaded from its own custom_nodes/ entry, apart from the pack, so it imports only torch,
 hashlib and ComfyUI. tests/support/random_wan.py ``text_conditioning`` computes the same
 tensor (tests/integration/test_random_wan.py checks that they agree).
-- ``OCDTest_NonFinite``: a MASK, an IMAGE and a LATENT of 0.5 holding NaN, +inf or -inf in a few pixels
+- ``OCDTest_NonFinite``: a MASK, an IMAGE, a LATENT and a CONDITIONING of 0.5 holding NaN, +inf or -inf in a few pixels
   of every frame, what a broken upstream node or a division by zero in a mask graph makes
   (tests/e2e/test_input_sweep_links.py feeds them to every node that takes one).
 """
@@ -61,13 +61,14 @@ class OCDTestNonFinite:
             },
         }
 
-    RETURN_TYPES = ("MASK", "IMAGE", "LATENT")
-    RETURN_NAMES = ("mask", "image", "latent")
+    RETURN_TYPES = ("MASK", "IMAGE", "LATENT", "CONDITIONING")
+    RETURN_NAMES = ("mask", "image", "latent", "conditioning")
     FUNCTION = "make"
     CATEGORY = "OCD tests"
     DESCRIPTION = ("Test only: a MASK [frames, height, width], an IMAGE [frames, height, width, 3] and an SD "
                    "LATENT [frames, 4, height/8, width/8] of 0.5 with the chosen non-finite value in a 2x2 square "
-                   "of every frame (the latent's first channel).")
+                   "of every frame (the latent's first channel), and a [1, 4, 768] CONDITIONING with it in a 2x2 "
+                   "square.")
 
     def make(self, value, frames=1, width=64, height=64):
         mask = torch.full((frames, height, width), 0.5)
@@ -75,7 +76,9 @@ class OCDTestNonFinite:
         image = mask[..., None].expand(-1, -1, -1, 3).contiguous()
         latent = torch.full((frames, 4, max(2, height // 8), max(2, width // 8)), 0.5)
         latent[:, 0, :2, :2] = NON_FINITE[value]  # a 2x2 square of the first channel
-        return (mask, image, {"samples": latent})
+        text = torch.full((1, 4, 768), 0.5)
+        text[0, :2, :2] = NON_FINITE[value]  # an SD1.5-wide text conditioning with a 2x2 square
+        return (mask, image, {"samples": latent}, [[text, {}]])
 
 
 NODE_CLASS_MAPPINGS = {"OCDTest_TextConditioning": OCDTestTextConditioning, "OCDTest_NonFinite": OCDTestNonFinite}

@@ -417,16 +417,17 @@ WAN_NEGATIVE = "blurry, static, low quality, watermark, deformed"
 WAN_FRAMES = 33
 
 
-def wan_load():
+def wan_load(model=WAN_MODEL, model_name="Wan 2.1", vae=WAN_VAE, vae_name="Wan 2.1", width=832,
+             encode_clip=True):
+    """The loaders, the clip (``width`` px) and, unless VACE encodes it itself, its VAE Encode."""
     return [
-        N(30, "UNETLoader", [WAN_MODEL, "default"], [], [("MODEL", "MODEL")], title="Diffusion model (Wan 2.1)"),
+        N(30, "UNETLoader", [model, "default"], [], [("MODEL", "MODEL")], title=f"Diffusion model ({model_name})"),
         N(31, "CLIPLoader", [WAN_TEXT_ENCODER, "wan", "default"], [], [("CLIP", "CLIP")],
           title="Text encoder (umt5-xxl)"),
-        N(32, "VAELoader", [WAN_VAE], [], [("VAE", "VAE")], title="VAE (Wan 2.1)"),
-        N(1, "OCD_LoadVideo", ["bikes.mp4", WAN_FRAMES, 0, 1, 0, 832, 0, "crop"], [], LOAD_OUT,
+        N(32, "VAELoader", [vae], [], [("VAE", "VAE")], title=f"VAE ({vae_name})"),
+        N(1, "OCD_LoadVideo", ["bikes.mp4", WAN_FRAMES, 0, 1, 0, width, 0, "crop"], [], LOAD_OUT,
           title="Source clip (4k+1 frames)", extra_height=170),
-        encode(),
-    ]
+    ] + ([encode()] if encode_clip else [])
 
 
 def wan_prompts():
@@ -440,8 +441,9 @@ def wan_prompts():
 EASYCACHE_THRESHOLD = {False: 0.2, True: 0.05}
 
 
-def wan_patches(easycache: bool, merge: bool):
-    nodes = [N(33, "ModelSamplingSD3", [8.0], [("model", "MODEL")], [("MODEL", "MODEL")], title="Shift 8 (Wan 2.1)")]
+def wan_patches(easycache: bool, merge: bool, model_name: str = "Wan 2.1"):
+    nodes = [N(33, "ModelSamplingSD3", [8.0], [("model", "MODEL")], [("MODEL", "MODEL")],
+               title=f"Shift 8 ({model_name})")]
     if easycache:
         nodes.append(N(34, "EasyCache", [EASYCACHE_THRESHOLD[merge], 0.15, 0.95, False], [("model", "MODEL")],
                        [("MODEL", "MODEL")], title="EasyCache (skips steps)"))
@@ -453,7 +455,8 @@ def wan_patches(easycache: bool, merge: bool):
 WAN_SETTINGS = [0, "fixed", 30, 6.0, "uni_pc", "simple", 0.7]  # seed, control, steps, cfg, sampler, scheduler, denoise
 
 
-def wan_v2v(easycache: bool, ocd: bool, prefix: str, note: str) -> dict:
+def wan_v2v(easycache: bool, ocd: bool, prefix: str, note: str, load: list | None = None,
+            model_name: str = "Wan 2.1") -> dict:
     model_chain = [30, 33] + ([34] if easycache else []) + ([15] if ocd else [])
     links = [(31, 0, 6, "clip"), (31, 0, 10, "clip"), (1, 0, 7, "pixels"), (32, 0, 7, "vae")]
     links += [(a, 0, b, "model") for a, b in zip(model_chain, model_chain[1:])]
@@ -469,8 +472,8 @@ def wan_v2v(easycache: bool, ocd: bool, prefix: str, note: str) -> dict:
     if ocd:
         prompts_column.append(G("Object mask", COLORS["mask"], [saliency()]))
     return build(
-        [[G("Load", COLORS["load"], wan_load())], prompts_column,
-         [G("Model patches", COLORS["patch"], wan_patches(easycache, ocd))],
+        [[G("Load", COLORS["load"], load or wan_load())], prompts_column,
+         [G("Model patches", COLORS["patch"], wan_patches(easycache, ocd, model_name))],
          [G("Sample", COLORS["run"], [sampler])],
          [G("Decode and save", COLORS["save"], decode_and_save(prefix))]],
         links, note)
@@ -513,7 +516,7 @@ WAN22_VAE = "wan2.2_vae.safetensors"
 
 
 def wan22_v2v_ocd() -> dict:
-    wf = wan_v2v(False, True, "OCD/wan22_v2v_ocd", (
+    return wan_v2v(False, True, "OCD/wan22_v2v_ocd", (
         "OCD on Wan 2.2 TI2V 5B video-to-video: the Wan 2.1 OCD template with the 5B model and the Wan 2.2 VAE "
         "(48 latent channels, 16x16 pixels each: 1280x704 x 33 frames is 9 x 22 x 40 = 7,920 tokens). The "
         "object's mask (Auto Saliency) keeps its tokens whole while the background merges over the clip "
@@ -521,18 +524,8 @@ def wan22_v2v_ocd() -> dict:
         "skips.\nChange first: Target prompt, the source clip (4k+1 frames), denoise on the sampler, the mask "
         "if the saliency misses the object. Models: the Wan 2.2 TI2V 5B diffusion model in "
         "models/diffusion_models, umt5-xxl in models/text_encoders, the Wan 2.2 VAE in models/vae.\nCost: 30 x "
-        "2 (CFG) calls of the 5B, each on fewer tokens; the 16x VAE is the slow part at this size."))
-    for node in wf["nodes"]:
-        values = node["widgets_values"]
-        if node["type"] == "UNETLoader":
-            values[0], node["title"] = WAN22_MODEL, "Diffusion model (Wan 2.2 TI2V 5B)"
-        elif node["type"] == "VAELoader":
-            values[0], node["title"] = WAN22_VAE, "VAE (Wan 2.2)"
-        elif node["type"] == "OCD_LoadVideo":
-            values[5] = 1280
-        elif node["type"] == "ModelSamplingSD3":
-            node["title"] = "Shift 8 (Wan 2.2 5B)"
-    return wf
+        "2 (CFG) calls of the 5B, each on fewer tokens; the 16x VAE is the slow part at this size."),
+        wan_load(WAN22_MODEL, "Wan 2.2 TI2V 5B", WAN22_VAE, "Wan 2.2", width=1280), "Wan 2.2 5B")
 
 
 wan22_v2v = wan22_v2v_ocd()
@@ -597,9 +590,7 @@ WAN_VACE_MODEL = "wan2.1_vace_1.3B_fp16.safetensors"
 def wan_vace_ocd() -> dict:
     """VACE repaints the object (its mask as VACE's control mask, the clip as the control video,
     the rest kept); OCD spends the steps there."""
-    load = wan_load()[:-1]  # no VAE Encode: VACE encodes the control video itself
-    load[0] = N(30, "UNETLoader", [WAN_VACE_MODEL, "default"], [], [("MODEL", "MODEL")],
-                title="Diffusion model (Wan 2.1 VACE)")
+    load = wan_load(WAN_VACE_MODEL, "Wan 2.1 VACE", encode_clip=False)  # VACE encodes the control video itself
     size = N(41, "GetImageSize", [], [("image", "IMAGE")],
              [("width", "INT"), ("height", "INT"), ("batch_size", "INT")], title="Clip size")
     vace = N(40, "WanVaceToVideo", [832, 480, WAN_FRAMES, 1, 1.0],

@@ -33,6 +33,18 @@ from ..ocd.errors import OCDInputError
 from ..ocd.masks.ops import require_finite
 
 _CHECKED = "__ocd_checked_execute__"
+
+
+def _conditioning_tensors(value) -> list:
+    """A CONDITIONING's tensors: each entry's text encoding and its pooled vector, if any."""
+    tensors = []
+    for entry in value:
+        if isinstance(entry, (list, tuple)) and entry:
+            extra = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            tensors += [t for t in (entry[0], extra.get("pooled_output")) if torch.is_tensor(t)]
+    return tensors
+
+
 # Linked values refused when they hold NaN or infinity (docs/masks.md), by the tensors they
 # carry: every MASK; every IMAGE, which the pack's nodes turn into masks, analyse or save; every
 # LATENT's samples and noise mask and every CONDITIONING's tensors, which a sampler would turn
@@ -42,9 +54,7 @@ FINITE_TENSORS = {
     "IMAGE": lambda value: [value],
     "LATENT": lambda value: [value["samples"]] + [m for m in [value.get("noise_mask")] if torch.is_tensor(m)],
     # a text encoder's output and its pooled vector: a NaN there makes every step NaN
-    "CONDITIONING": lambda value: [t for entry in value if isinstance(entry, (list, tuple)) and entry
-                                   for t in [entry[0], entry[1].get("pooled_output") if len(entry) > 1
-                                             and isinstance(entry[1], dict) else None] if torch.is_tensor(t)],
+    "CONDITIONING": _conditioning_tensors,
 }
 
 

@@ -583,9 +583,17 @@ def noise_reaching(model_patcher, z: torch.Tensor, latent_image: torch.Tensor, s
     original = latent_image
     if torch.count_nonzero(original) > 0:  # core does not shift an empty latent either
         original = to_model_space(model_patcher, original)
-    offset = noise_scaling(model_patcher, sigma, torch.zeros_like(z), original)
-    gain = noise_scaling(model_patcher, sigma, torch.ones_like(z), torch.zeros_like(z))
-    return (to_model_space(model_patcher, z) - offset) / gain
+    return _noise_to(model_patcher.get_model_object("model_sampling"), torch.tensor(sigma),
+                     to_model_space(model_patcher, z), original)
+
+
+def _noise_to(model_sampling, sigma: torch.Tensor, z: torch.Tensor, latent_image: torch.Tensor) -> torch.Tensor:
+    """The noise ``n`` with ``noise_scaling(sigma, n, latent_image) == z`` (model space): the
+    scaling is affine in the noise for every model type, so offset and gain tell it."""
+    zero = torch.zeros_like(z)
+    offset = model_sampling.noise_scaling(sigma, zero, latent_image, False)
+    gain = model_sampling.noise_scaling(sigma, torch.ones_like(z), zero, False)
+    return (z - offset) / gain
 
 
 _ODE_SAMPLER = None
@@ -611,16 +619,14 @@ def ode_sampler(sampler_function):
             def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                        disable_pbar=False):
                 extra_args["denoise_mask"] = denoise_mask
-                scaling = model_wrap.inner_model.model_sampling.noise_scaling
+                model_sampling = model_wrap.inner_model.model_sampling
                 if not bool(torch.count_nonzero(noise)) and float(sigmas[0]) > 0:
                     # the noise whose scaling keeps the latent where it is at every sigma (zero on
-                    # SD's noise levels, the latent itself on flow matching): noise_scaling is affine
-                    zero = torch.zeros_like(latent_image)
-                    noise = ((latent_image - scaling(sigmas[0], zero, latent_image, False))
-                             / scaling(sigmas[0], torch.ones_like(zero), zero, False))
+                    # SD's noise levels, the latent itself on flow matching)
+                    noise = _noise_to(model_sampling, sigmas[0], latent_image, latent_image)
                 model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
                 model_k.latent_image, model_k.noise = latent_image, noise
-                x = scaling(sigmas[0], noise, latent_image, False)
+                x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, False)
                 k_callback = None
                 if callback is not None:
                     total = len(sigmas) - 1

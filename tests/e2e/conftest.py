@@ -1,7 +1,8 @@
 """One real ComfyUI server per test run, with the pack, test clips, a mini SD1.5 checkpoint, a
 random ControlNet of its architecture, a random Segment Anything vit_b, a small random Wan 2.1
-model, its VACE variant and VAE, a small Wan 2.2 5B-style model and the (full-size) Wan 2.2 VAE, and the test-only node pack (OCDTest_TextConditioning, a stand-in for Wan's
-text encoder)."""
+model, its VACE variant and VAE, a small Wan 2.2 5B-style model and the (full-size) Wan 2.2
+VAE, and the test-only node pack (OCDTest_TextConditioning, a stand-in for Wan's text
+encoder)."""
 from __future__ import annotations
 
 import pytest

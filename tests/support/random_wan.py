@@ -141,12 +141,12 @@ def wan_state_dict(config: dict, seed: int = 0, dtype=torch.float16,
                    max_time_frequency: float | None = MAX_TIME_FREQUENCY) -> dict[str, torch.Tensor]:
     """The state dict of a diffusion-model file (models/diffusion_models: no key prefix) that
     ComfyUI detects as ``config``'s Wan."""
-    network = build_wan_network(config, seed, max_time_frequency=max_time_frequency)
-    state = {}
-    for key, value in network.state_dict().items():
-        state[key] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
-    del network
-    return state
+    return file_state(build_wan_network(config, seed, max_time_frequency=max_time_frequency), dtype)
+
+
+def file_state(module: torch.nn.Module, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """``module``'s state dict as a model file holds it: floating tensors in ``dtype``, contiguous."""
+    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in module.state_dict().items()}
 
 
 def write_wan_model(path: Path, config: dict = WAN21_SMALL, seed: int = 0, dtype=torch.float16) -> Path:
@@ -174,12 +174,17 @@ def wan21_vae_network(seed: int = 0, dim: int = WAN21_VAE_DIM):
     seeded (its RMS norms' ``gamma`` at 1: init_random_ would draw them as weights)."""
     import comfy.ldm.wan.vae
 
-    vae = comfy.ldm.wan.vae.WanVAE(dim=dim, **WAN21_VAE_CONFIG)
+    return _seeded_vae(comfy.ldm.wan.vae.WanVAE(dim=dim, **WAN21_VAE_CONFIG), seed)
+
+
+@torch.no_grad()
+def _seeded_vae(vae: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A Wan VAE seeded in place: ``init_random_``, then its RMS norms' ``gamma`` at 1
+    (init_random_ would draw them as weights)."""
     init_random_(vae, seed)
-    with torch.no_grad():
-        for name, p in vae.named_parameters():
-            if name.endswith(".gamma"):
-                p.fill_(1.0)
+    for name, p in vae.named_parameters():
+        if name.endswith(".gamma"):
+            p.fill_(1.0)
     return vae.eval()
 
 
@@ -187,8 +192,7 @@ def wan21_vae_state_dict(seed: int = 0, dim: int = WAN21_VAE_DIM, dtype=torch.fl
     """A VAE file's state dict (no prefix): ``decoder.middle.0.residual.0.gamma`` makes ComfyUI
     take it for Wan, no ``decoder.upsamples.0.upsamples.0.*`` for Wan 2.1 (not 2.2), and
     ``decoder.head.0.gamma`` gives ``dim``."""
-    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-            for k, v in wan21_vae_network(seed, dim).state_dict().items()}
+    return file_state(wan21_vae_network(seed, dim), dtype)
 
 
 def write_wan21_vae(path: Path, seed: int = 0, dim: int = WAN21_VAE_DIM) -> Path:
@@ -215,15 +219,7 @@ def wan22_vae_state_dict(seed: int = 0, dtype=torch.float16) -> dict[str, torch.
     makes ComfyUI take it for Wan 2.2's. Its RMS norms' ``gamma`` at 1."""
     import comfy.ldm.wan.vae2_2
 
-    vae = comfy.ldm.wan.vae2_2.WanVAE(**WAN22_VAE_CONFIG)
-    init_random_(vae, seed)
-    state = {}
-    for k, v in vae.state_dict().items():
-        if k.endswith(".gamma"):
-            v = torch.ones_like(v)
-        state[k] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
-    del vae
-    return state
+    return file_state(_seeded_vae(comfy.ldm.wan.vae2_2.WanVAE(**WAN22_VAE_CONFIG), seed), dtype)
 
 
 def write_wan22_vae(path: Path, seed: int = 0) -> Path:

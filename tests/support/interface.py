@@ -45,6 +45,11 @@ def describe(node_classes: dict) -> dict:
     return out
 
 
+def defaults(node_id: str, node_cls) -> dict:
+    """The node's widget defaults, by input name, as a new node in the UI has them."""
+    return {i["name"]: i["default"] for i in describe({node_id: node_cls})[node_id]["inputs"] if "default" in i}
+
+
 def compare(snapshot: dict, current: dict) -> list[str]:
     """What in ``current`` would break a workflow saved against ``snapshot`` (empty: nothing)."""
     problems = []

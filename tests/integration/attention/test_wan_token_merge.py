@@ -30,8 +30,7 @@ def conditioning():
 
 def merged(ocd_nodes, run, model, **inputs):
     node = ocd_nodes["OCD_TokenMerge"]
-    values = {i["name"]: i["default"] for i in interface.describe({"OCD_TokenMerge": node})["OCD_TokenMerge"]["inputs"]
-              if "default" in i}
+    values = interface.defaults("OCD_TokenMerge", node)
     values.update(mask=object_mask())
     values.update(inputs)
     return run(node, model=model, **values).result[0]

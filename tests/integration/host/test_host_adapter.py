@@ -49,8 +49,7 @@ def sample(model, steps=2, frames=FRAMES):
 
 def defaults(node_cls, node_id: str) -> dict:
     """The node's widget defaults, as a new node in the UI has them."""
-    return {i["name"]: i["default"] for i in interface.describe({node_id: node_cls})[node_id]["inputs"]
-            if "default" in i}
+    return interface.defaults(node_id, node_cls)
 
 
 # ---------------------------------------------------------------- model families

@@ -19,8 +19,7 @@ def model(comfy):
 
 
 def defaults(ocd_nodes, node_id: str, **inputs) -> dict:
-    values = {i["name"]: i["default"] for i in interface.describe({node_id: ocd_nodes[node_id]})[node_id]["inputs"]
-              if "default" in i}
+    values = interface.defaults(node_id, ocd_nodes[node_id])
     values.update(inputs)
     return values
 

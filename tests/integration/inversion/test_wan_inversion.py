@@ -177,9 +177,7 @@ def dual_rate_edit(ocd_nodes, run, model, record, inverted, prompt, mask, **over
     from tests.support import interface
 
     node = ocd_nodes["OCD_DualRateEditFromInversion"]
-    values = {i["name"]: i["default"] for i in
-              interface.describe({"OCD_DualRateEditFromInversion": node})["OCD_DualRateEditFromInversion"]["inputs"]
-              if "default" in i}
+    values = interface.defaults("OCD_DualRateEditFromInversion", node)
     values.update(model=model, inversion=record, inverted_latent=inverted, positive=rw.text_conditioning(prompt),
                   negative=rw.text_conditioning(""), cfg=1.0, self_replace=0.0, mask=mask, crop_padding=0)
     values.update(overrides)

@@ -32,8 +32,7 @@ def object_mask(frames=FRAMES):
 
 
 def defaults(node_cls, node_id):
-    return {i["name"]: i["default"] for i in interface.describe({node_id: node_cls})[node_id]["inputs"]
-            if "default" in i}
+    return interface.defaults(node_id, node_cls)
 
 
 def run_report(output) -> dict:

@@ -26,8 +26,7 @@ def latent(frames=FRAMES, size=SIZE):
 
 def dual_rate(ocd_nodes, run, model, mask=None, **overrides):
     node = ocd_nodes["OCD_DualRateKSampler"]
-    values = {i["name"]: i["default"] for i in
-              interface.describe({"OCD_DualRateKSampler": node})["OCD_DualRateKSampler"]["inputs"] if "default" in i}
+    values = interface.defaults("OCD_DualRateKSampler", node)
     values.update(model=model, seed=3, steps=8, cfg=1.0, sampler_name="euler", scheduler="simple",
                   positive=rw.text_conditioning("a red car"), negative=rw.text_conditioning(""),
                   latent_image=latent(), mask=object_mask() if mask is None else mask, crop_padding=0)

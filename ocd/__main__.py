@@ -1,4 +1,5 @@
-"""``python -m ocd``: ``edit`` (ocd/comfy_cli.py) and ``bench`` (ocd/comfy_bench.py).
+"""``python -m ocd``: ``edit`` (ocd/comfy_cli.py; long clips window by window, ocd/comfy_windows.py)
+and ``bench`` (ocd/comfy_bench.py).
 
 The commands' modules depend one way (bench uses edit's pieces); this entry point is the only
 module that knows both.
@@ -6,7 +7,7 @@ module that knows both.
 import argparse
 import sys
 
-from . import comfy_bench, comfy_cli
+from . import comfy_bench, comfy_cli, comfy_windows
 from .errors import OCDInputError
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "bench":
             return comfy_bench.main(a)
-        report = comfy_cli.edit(a)
+        report = comfy_windows.edit(a)
     except (comfy_cli.UsageError, OCDInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

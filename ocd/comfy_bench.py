@@ -24,57 +24,11 @@ import math
 import time
 from pathlib import Path
 
-from . import comfy_cli, host
+from . import comfy_cli, comfy_windows, host, windows
 from .pipelines import PIPELINES, PRESETS
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class PeakMemory:
-    """Peak memory of a block above what was resident when it started, in MiB (CPU: the
-    kernel's high-water mark of RSS, reset first; GPU: max_memory_allocated).
-
-    On the CPU the C heap is trimmed first: glibc keeps the pages an earlier, larger run
-    freed, so without the trim a later run reuses them and its peak reads as zero."""
-
-    def __enter__(self):
-        import torch
-
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            import ctypes
-            import gc
-
-            gc.collect()
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-            except (OSError, AttributeError):  # not glibc: the figure may read low after a larger run
-                pass
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            self.start = _status_kib("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
-        else:
-            self.mib = (_status_kib("VmHWM") - self.start) / 1024
-        return False
+PeakMemory = comfy_cli.PeakMemory  # where scripts/benchmarks/dit.py finds it
 
 
 def psnr(a, b, region) -> float:
@@ -83,8 +37,9 @@ def psnr(a, b, region) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def warping_error(frames) -> float:
-    """Mean |frame t - frame t+1 warped back to t| over consecutive pairs (frames [F,H,W,3] in 0..1)."""
+def warping_errors(frames) -> list[float]:
+    """|frame t - frame t+1 warped back to t| per consecutive pair t (frames [F,H,W,3] in 0..1;
+    OpenCV Farneback flow)."""
     import cv2
     import numpy as np
 
@@ -97,7 +52,36 @@ def warping_error(frames) -> float:
                                             None, 0.5, 3, 15, 3, 5, 1.2, 0)
         warped = cv2.remap(b, grid + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         errors.append(float(np.abs(a.astype(np.float32) - warped.astype(np.float32)).mean() / 255))
+    return errors
+
+
+def warping_error(frames) -> float:
+    """Mean flow-warping error over consecutive pairs (``warping_errors``)."""
+    errors = warping_errors(frames)
     return sum(errors) / max(1, len(errors))
+
+
+def seam_consistency(frames, plan) -> dict:
+    """How well windows join: the flow-warping error and the PSNR between consecutive frames,
+    over the pairs at window boundaries (``windows.seam_pairs``: in and around each cross-fade)
+    against the pairs inside windows. A seam that shows has a higher warping error and a
+    lower PSNR at the boundaries than inside."""
+    errors = warping_errors(frames)
+    at = windows.seam_pairs(plan)
+    pairs = range(len(errors))
+
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else float("nan")
+
+    def pair_psnr(chosen) -> float:  # of the pairs' mean squared difference (identical pairs: no infinity)
+        mse = mean(float(((frames[t] - frames[t + 1]) ** 2).mean()) for t in chosen)
+        return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+    boundary = mean(errors[t] for t in pairs if t in at)
+    inside = mean(errors[t] for t in pairs if t not in at)
+    return {"seam_warping": boundary, "inside_warping": inside, "seam_ratio": boundary / inside if inside else float("nan"),
+            "seam_psnr": pair_psnr(t for t in pairs if t in at), "inside_psnr": pair_psnr(t for t in pairs if t not in at)}
 
 
 def _decode(path: Path):
@@ -175,6 +159,43 @@ def _warm_up(nodes, job, info, names) -> None:
                          cache=True)
 
 
+def _run_whole(job, base, nodes, info, names, plan):
+    """The preset's template on the whole clip: (seconds, run reports, frames, memory, work)."""
+    prompt = comfy_cli.build_prompt(job, info, names)
+    _warm_up(nodes, job, info, names)
+    with PeakMemory() as memory, host.WorkCounter() as work:
+        start = time.perf_counter()
+        outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
+        seconds = time.perf_counter() - start
+    report = comfy_cli.summarise(outputs, messages, seconds, memory.mib)
+    saved = next(item for out in outputs.values() for item in out.get("images", [])
+                 if item.get("filename", "").endswith(".mp4"))
+    return seconds, report["runs"], _decode(base / saved["type"] / saved["subfolder"] / saved["filename"]), memory, work
+
+
+def _run_windowed(job, base, nodes, info, names, plan):
+    """The preset's template window by window, as ``python -m ocd edit`` runs a long clip (parts
+    on disk, the clip assembled and written with its sound): (seconds, run reports, frames,
+    memory, work). Warm-up: the last window at one step."""
+    import tempfile
+
+    import numpy as np
+
+    comfy_windows.run_window(argparse.Namespace(**{**vars(job), "steps": 1}), base, nodes, info, names,
+                             plan.windows[-1])
+    with tempfile.TemporaryDirectory(prefix="ocd-bench-parts-") as parts:
+        parts = Path(parts)
+        with PeakMemory() as memory, host.WorkCounter() as work:
+            start = time.perf_counter()
+            names = {**names, **comfy_windows.window_names(job, base, nodes, info, names, plan, parts)}
+            runs = comfy_windows.run_windows(job, base, nodes, info, names, plan, parts, {"done": {}})
+            comfy_windows.write_clip(job, plan, parts, parts / "clip.mp4")
+            seconds = time.perf_counter() - start
+        runs[0]["overlap_disagreement"] = windows.overlap_disagreement(
+            plan, lambda w: np.load(parts / f"window{w.index:05d}.npy"))
+        return seconds, runs, _decode(parts / "clip.mp4"), memory, work
+
+
 def bench(a) -> list[dict]:
     import torch
 
@@ -182,33 +203,35 @@ def bench(a) -> list[dict]:
 
     results = []
     with _session(a) as (base, nodes, info, names):
-        rows = [(preset, None) for preset in PIPELINES[a.pipeline].presets]
+        rows = [(preset, None) for preset in PIPELINES[a.pipeline].presets
+                if not a.presets or preset in a.presets.split(",")]
         if a.feature_reuse:  # the OCD preset once more, with Feature Reuse (OCD) after the checkpoint
             rows.append(("ocd", a.feature_reuse))
+        plan = comfy_cli.window_plan(a, names["frames"])
         for preset, clock in rows:
             label = _label(preset, clock)
             job = _job(a, preset, clock)
-            prompt = comfy_cli.build_prompt(job, info, names)
-            _warm_up(nodes, job, info, names)
-            with PeakMemory() as memory, host.WorkCounter() as work:
-                start = time.perf_counter()
-                outputs, messages = comfy_cli.run_prompt(nodes, prompt, cache=True)
-                seconds = time.perf_counter() - start
-            report = comfy_cli.summarise(outputs, messages, seconds, memory.mib)
-            saved = next(item for out in outputs.values() for item in out.get("images", [])
-                         if item.get("filename", "").endswith(".mp4"))
-            frames = _decode(base / saved["type"] / saved["subfolder"] / saved["filename"])
-            pixels = sum(p["latent_pixels"] for run in report["runs"] for p in run["phases"].values())
-            records = [s["facts"]["attention_record"] for run in report["runs"] for s in run["nodes"].values()
+            run = _run_windowed if len(plan.windows) > 1 else _run_whole
+            seconds, runs, frames, memory, work = run(job, base, nodes, info, names, plan)
+            pixels = sum(p["latent_pixels"] for r in runs for p in r["phases"].values())
+            records = [s["facts"]["attention_record"] for r in runs for s in r["nodes"].values()
                        if "attention_record" in s["facts"]]
-            results.append({"preset": label, "clock": clock, "seconds": seconds, "evaluations": report["unet_evaluations"],
-                            "latent_pixels": pixels, "peak_mib": memory.mib, "frames": frames,
-                            "calls": work.calls, "block_tokens": work.block_tokens,
-                            "record": records[0] if records else None,
-                            "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
-                                                      for run in report["runs"] for s in run["nodes"].values()),
-                            "warping_error": warping_error(frames)})
-            print(f"{a.pipeline}/{label}: {seconds:.1f} s, {report['unet_evaluations']} model evaluations", flush=True)
+            per_window = {}
+            for r in runs:  # the largest record a window (a run) held
+                sizes = comfy_windows.record_sizes([r])
+                per_window[r["run_id"]] = sum(sizes.values())
+            row = {"preset": label, "clock": clock, "seconds": seconds,
+                   "evaluations": sum(r["unet_evaluations"] for r in runs), "latent_pixels": pixels,
+                   "peak_mib": memory.mib, "frames": frames, "calls": work.calls, "block_tokens": work.block_tokens,
+                   "record": records[0] if records else None, "windows": len(plan.windows),
+                   "records_mib": max(per_window.values(), default=0.0),
+                   "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
+                                             for r in runs for s in r["nodes"].values()),
+                   "warping_error": warping_error(frames)}
+            if len(plan.windows) > 1:
+                row.update(seam_consistency(frames, plan), overlap_disagreement=runs[0]["overlap_disagreement"])
+            results.append(row)
+            print(f"{a.pipeline}/{label}: {seconds:.1f} s, {row['evaluations']} model evaluations", flush=True)
         vanilla = results[0]
         mask, _ = saliency.auto_saliency(_source_frames(a, vanilla["frames"]))
         inside = (mask >= 0.5)[..., None]
@@ -329,6 +352,11 @@ def write(a, results: list[dict]) -> str:
     header = ["preset", "wall s", "speed-up vs vanilla", "UNet evaluations", "latent pixels", "network calls",
               "block tokens (M)", "peak memory MiB",
               "attention record", "PSNR in object dB", "PSNR outside dB", "flow-warping error"]
+    windowed = any(r["windows"] > 1 for r in results)
+    if windowed:
+        header += ["s per frame", "windows", "records per window MiB", "windows' disagreement on shared frames",
+                   "warping at seams / inside",
+                   "PSNR of consecutive frames at seams / inside dB"]
     rows = []
     for r in results:
         record = r["record"]
@@ -337,10 +365,19 @@ def write(a, results: list[dict]) -> str:
                      f"{record['MiB']} MiB {record['dtype']} on {record['device']}" if record else "-",
                      f"{r['psnr_in']:.2f}" if "psnr_in" in r else "ref.",
                      f"{r['psnr_out']:.2f}" if "psnr_out" in r else "ref.", f"{r['warping_error']:.4f}"])
-    name = f"e2e-{a.pipeline}-{a.device}-{a.frames}x{a.size}"
+        if windowed:
+            rows[-1] += [f"{r['seconds'] / len(r['frames']):.2f}", r["windows"], f"{r['records_mib']:.1f}",
+                         f"{r['overlap_disagreement']:.4f}" if "overlap_disagreement" in r else "-",
+                         f"{r['seam_warping']:.4f} / {r['inside_warping']:.4f} ({r['seam_ratio']:.2f}x)"
+                         if "seam_warping" in r else "-",
+                         f"{r['seam_psnr']:.2f} / {r['inside_psnr']:.2f}" if "seam_psnr" in r else "-"]
+    name = f"e2e-{a.pipeline}-{a.device}-{a.frames}x{a.size}" + (
+        f"-windows{a.window}-overlap{a.overlap}-anchors{a.anchors}" if windowed else "")
     plot = (Path(a.write).parent if a.write else comfy_cli.PACK_ROOT / "docs" / "benchmarks") / f"{name}.png"
     weights = _weights(a)
-    body = (f"## End to end: the {a.pipeline} pipeline's presets ({a.device}, {a.frames} x {a.size})\n\n"
+    title = f"{a.device}, {a.frames} x {a.size}" + (
+        f", windows of {a.window} + {a.anchors} anchor(s), overlap {a.overlap}" if windowed else "")
+    body = (f"## End to end: the {a.pipeline} pipeline's presets ({title})\n\n"
             f"- command: `python -m ocd bench {' '.join(a.argv)}`\n- machine: {report.machine_description(a.device)}\n"
             f"- date: {report.today()}\n- the templates of `python -m ocd edit` (docs/README), {weights}, the "
             f"clip {Path(a.video).name}; fidelity against vanilla on the decoded frames, the object's mask from "
@@ -374,6 +411,8 @@ def add_parser(sub) -> None:
                    help="with --random-weights: small models (the mini SD1.5 UNet, a small Wan): a smoke run")
     b.add_argument("--depth", type=int, default=None,
                    help="with --random-weights on wan: blocks of the 1.3B-width model (default 30, the real depth)")
+    b.add_argument("--presets", help="only these presets, comma-separated (default: all of the pipeline's; the "
+                   "first is the reference of the PSNR columns)")
     b.add_argument("--feature-reuse", type=int, metavar="CLOCK",
                    help="one more row: the ocd preset with Feature Reuse (OCD) at this clock")
     b.add_argument("--profile", choices=PRESETS,
@@ -383,6 +422,7 @@ def add_parser(sub) -> None:
     where.add_argument("--write", metavar="FILE",
                        help="write the section into FILE (made if missing; its other sections kept) and the plot "
                        "beside it, instead of docs/BENCHMARKS.md and docs/benchmarks/")
+    b.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
     b.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -390,7 +430,12 @@ def main(a) -> int:
     pipeline = PIPELINES[a.pipeline]
     a.frames = pipeline.default_frames if a.frames is None else a.frames
     a.size = pipeline.bench_size if a.size is None else a.size
-    comfy_cli.check_arguments(argparse.Namespace(**{**vars(a), "preset": pipeline.default_preset, "out": None}))
+    checked = argparse.Namespace(**{**vars(a), "preset": pipeline.default_preset, "out": None})
+    comfy_cli.check_arguments(checked)
+    a.window, a.overlap, a.anchors = checked.window, checked.overlap, checked.anchors
+    unknown = [p for p in (a.presets or "").split(",") if p and p not in pipeline.presets]
+    if unknown:
+        raise comfy_cli.UsageError(f"--presets {a.presets}: the {a.pipeline} pipeline has {', '.join(pipeline.presets)}")
     if a.profile and a.profile not in pipeline.presets:
         raise comfy_cli.UsageError(f"--profile {a.profile}: the {a.pipeline} pipeline has "
                                    f"{', '.join(pipeline.presets)}")
@@ -399,4 +444,10 @@ def main(a) -> int:
         return 0
     results = bench(a)
     print(write(a, results))
+    if a.json:  # the rows as data (scripts/benchmarks/long_clips.py gathers them)
+        import json
+
+        rows = [{k: v for k, v in r.items() if k not in ("frames", "record")} | {"frames": len(r["frames"])}
+                for r in results]
+        Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0

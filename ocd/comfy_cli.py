@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import templates
+from . import templates, windows
 from .pipelines import PIPELINES, PRESETS, Pipeline
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
@@ -150,10 +150,22 @@ def check_arguments(a) -> None:
         raise UsageError(f"--preset {a.preset}: the {a.pipeline} pipeline has {', '.join(pipeline.presets)}")
     a.frames = pipeline.default_frames if a.frames is None else a.frames
     a.size = pipeline.default_size if a.size is None else a.size
-    for name, value, low in (("--frames", a.frames, 1), ("--steps", a.steps, 1), ("--size", a.size, 64),
-                             ("--feature-reuse", getattr(a, "feature_reuse", None), 1)):
+    a.window = pipeline.default_window if getattr(a, "window", None) is None else a.window
+    a.overlap = pipeline.default_overlap if getattr(a, "overlap", None) is None else a.overlap
+    a.anchors = 1 if getattr(a, "anchors", None) is None else a.anchors
+    for name, value, low in (("--frames", a.frames, 0), ("--steps", a.steps, 1), ("--size", a.size, 64),
+                             ("--feature-reuse", getattr(a, "feature_reuse", None), 1), ("--window", a.window, 0),
+                             ("--overlap", a.overlap, 0), ("--anchors", a.anchors, 0)):
         if value is not None and value < low:
             raise UsageError(f"{name} {value}: must be at least {low}")
+    if a.window:
+        if a.overlap >= a.window:
+            raise UsageError(f"--overlap {a.overlap}: must be below --window ({a.window})")
+        if not pipeline.frames_ok(a.anchors + a.window):
+            fit = pipeline.fitted_frames(a.anchors + a.window, "cut") - a.anchors
+            raise UsageError(f"--window {a.window} with --anchors {a.anchors}: a window edits "
+                             f"{a.anchors + a.window} frames, but the {a.pipeline} pipeline's VAE holds "
+                             f"{pipeline.temporal_scale}k+1 frames: give --window {fit if fit > 0 else fit + pipeline.temporal_scale}")
     if a.size % 8:
         raise UsageError(f"--size {a.size}: must be a multiple of 8 (the latent is 1/8 of the frame)")
     if a.out is not None and Path(a.out).suffix.lower() != ".mp4":
@@ -175,8 +187,9 @@ def frames_to_load(a, video: Path) -> int:
     from .video import codec
 
     pipeline = pipeline_of(a)
-    frames = min(a.frames, len(codec.select_frames(codec.probe_video(str(video)))))
-    if pipeline.frames_ok(frames):
+    clip = len(codec.select_frames(codec.probe_video(str(video))))
+    frames = min(a.frames or clip, clip)
+    if pipeline.frames_ok(frames) or len(window_plan(a, frames).windows) > 1:  # windows hold 4k+1 each
         return frames
     cut, pad = pipeline.fitted_frames(frames, "cut"), pipeline.fitted_frames(frames, "pad")
     if a.fit_frames is None:
@@ -188,6 +201,14 @@ def frames_to_load(a, video: Path) -> int:
            f"editing {pad} (the last frame repeated {pad - frames} times), saving the first {frames}"),
           file=sys.stderr)
     return frames
+
+
+def window_plan(a, frames: int) -> windows.WindowPlan:
+    """The windows ``frames`` frames are edited in (one: the whole clip, with ``--window 0``
+    or a clip that fits one window)."""
+    if not a.window:
+        return windows.WindowPlan(frames, frames, 0, 0, (windows.Window(0, 0, frames, 0),))
+    return windows.plan_windows(frames, a.window, a.overlap, a.anchors)
 
 
 def build_prompt(a, info: dict, names: dict) -> dict:
@@ -301,6 +322,58 @@ def summarise(outputs: dict, messages: list, seconds: float, peak_mib: float) ->
             runs.setdefault(data["run"]["run_id"], data["run"])
     return {"seconds": round(seconds, 2), "unet_evaluations": sum(r["unet_evaluations"] for r in runs.values()),
             "peak_memory_mib": round(peak_mib, 1), "runs": list(runs.values())}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory of a block above what was resident when it started, in MiB (``mib``; CPU: the
+    kernel's high-water mark of RSS, reset first; GPU: max_memory_allocated), and the peak
+    itself (``total_mib``: resident before the block and the block's own).
+
+    On the CPU the C heap is trimmed first: glibc keeps the pages an earlier, larger run
+    freed, so without the trim a later run reuses them and its peak reads as zero."""
+
+    def __enter__(self):
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            import ctypes
+            import gc
+
+            gc.collect()
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except (OSError, AttributeError):  # not glibc: the figure may read low after a larger run
+                pass
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.start = _status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            self.total_mib = torch.cuda.max_memory_allocated() / 2**20
+            self.mib = self.total_mib - self.start / 2**20
+        else:
+            self.total_mib = _status_kib("VmHWM") / 1024
+            self.mib = self.total_mib - self.start / 1024
+        return False
 
 
 def peak_memory_mib() -> float:
@@ -423,6 +496,8 @@ def add_parser(sub) -> None:
     e.add_argument("--out", help="the edited clip (.mp4)")
     e.add_argument("--report", help="write the run report here (JSON)")
     e.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
+    e.add_argument("--resume", action="store_true",
+                   help="continue a windowed edit that stopped, from its last finished window (same command)")
 
 
 def add_pipeline_arguments(p, presets: bool = True) -> None:
@@ -437,7 +512,12 @@ def add_pipeline_arguments(p, presets: bool = True) -> None:
                 seen.add(model.key)
                 p.add_argument(model.flag, dest=model.key, metavar="FILE",
                                help=f"{model.what} (goes in {model.folder}); {pipeline.name} pipeline")
-    p.add_argument("--frames", type=int, help="frames to load (default: 8; wan 33)")
+    p.add_argument("--frames", type=int, help="frames to load (default: 8; wan 33); 0: the whole clip")
+    p.add_argument("--window", type=int, help="a longer clip is edited in windows of this many frames, one run "
+                   "each, so memory does not grow with the clip (default: 16; wan 32); 0: the whole clip in one run")
+    p.add_argument("--overlap", type=int, help="frames consecutive windows share, cross-faded (default: 2; wan 4)")
+    p.add_argument("--anchors", type=int, help="the clip's first frames every window edits in front of its own, "
+                   "dropped after: the shared reference that keeps the windows alike (default: 1)")
     p.add_argument("--fit-frames", choices=["cut", "pad"],
                    help="wan: a frame count that is not 4k+1 is cut to the one below or padded to the one above "
                    "(the last frame repeated, the clip saved at its own length); without it, an error")

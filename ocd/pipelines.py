@@ -34,6 +34,10 @@ class Pipeline:
     default_frames: int = 8
     default_size: int = 512  # frame width for edit
     bench_size: int = 256  # frame width for bench (CPU-sized by default)
+    # a long clip is edited in windows of this many frames (after the anchors), overlapping by
+    # ``default_overlap`` (ocd/windows.py); one window's frames are what a run holds in memory
+    default_window: int = 16
+    default_overlap: int = 2
     # the random models ``--random-weights`` builds: "sd15" (mini or full SD1.5) or "wan"
     random_models: str = "sd15"
 
@@ -72,10 +76,11 @@ PIPELINES = {
     "wan": Pipeline("wan", {"vanilla": "ocd_wan_v2v_vanilla_wan21", "easycache": "ocd_wan_v2v_easycache_wan21",
                             "ocd": "ocd_wan_v2v_ocd_wan21", "ocd+easycache": "ocd_wan_v2v_ocd_easycache_wan21"},
                     (WAN_MODEL, WAN_VAE, WAN_TEXT_ENCODER), "ocd", temporal_scale=4, default_frames=33,
-                    default_size=832, bench_size=416, random_models="wan"),
+                    default_size=832, bench_size=416, random_models="wan", default_window=32, default_overlap=4),
     "wan_inversion": Pipeline("wan_inversion", {"vanilla": "ocd_wan_inversion_vanilla_wan21",
                                                 "ocd": "ocd_wan_inversion_ocd_wan21"},
                               (WAN_MODEL, WAN_VAE, WAN_TEXT_ENCODER), "ocd", temporal_scale=4, default_frames=33,
-                              default_size=832, bench_size=416, random_models="wan"),
+                              default_size=832, bench_size=416, random_models="wan", default_window=32,
+                              default_overlap=4),
 }
 PRESETS = sorted({preset for p in PIPELINES.values() for preset in p.presets})

@@ -145,3 +145,68 @@ def stand_in_text_encoder(prompt: dict, text_node: str) -> None:
         elif node["class_type"] == "CLIPTextEncode":
             prompt[node_id] = {"class_type": text_node, "inputs": {"text": node["inputs"]["text"]},
                                "_meta": node.get("_meta", {})}
+
+
+def window_graph(prompt: dict, start: int, count: int, anchors: int, prefix: str) -> None:
+    """The graph edits one window of a long clip (ocd/windows.py): every Load Video (OCD) loads
+    clip frames ``[start, start + count)`` with the clip's first ``anchors`` frames in front
+    (a second Load Video and core's ImageBatch), and every Save Video (OCD) becomes core's
+    Save Image of the window's own frames (the anchors' edit dropped, ImageFromBatch), lossless
+    PNGs under ``prefix``: the pieces the command assembles, with the sound, into one clip."""
+    for load_id in [i for i, n in prompt.items() if n["class_type"] == "OCD_LoadVideo"]:
+        prompt[load_id]["inputs"].update(skip_first_frames=start, frame_load_cap=count)
+        if not anchors:
+            continue
+        anchor, batch = f"ocd_anchors_{load_id}", f"ocd_window_{load_id}"
+        prompt[anchor] = {"class_type": "OCD_LoadVideo",
+                          "inputs": {**prompt[load_id]["inputs"], "skip_first_frames": 0, "frame_load_cap": anchors},
+                          "_meta": {"title": f"Anchor frames (the clip's first {anchors})"}}
+        prompt[batch] = {"class_type": "ImageBatch", "inputs": {"image1": [anchor, 0], "image2": [load_id, 0]},
+                         "_meta": {"title": f"Anchors + frames {start}-{start + count - 1}"}}
+        reroute(prompt, [load_id, 0], [batch, 0], except_ids={batch})
+    for save_id in [i for i, n in prompt.items() if n["class_type"] == "OCD_SaveVideo"]:
+        images = prompt[save_id]["inputs"]["images"]
+        if anchors:
+            trim = f"ocd_trim_{save_id}"
+            prompt[trim] = {"class_type": "ImageFromBatch", "inputs": {"image": images, "batch_index": anchors,
+                                                                        "length": count},
+                            "_meta": {"title": "The window's own frames"}}
+            images = [trim, 0]
+        prompt[save_id] = {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix},
+                           "_meta": {"title": "The window's frames (PNG)"}}
+
+
+def mask_from_clip(prompt: dict, video: str, size: tuple[int, int]) -> list[str]:
+    """Every input Auto Saliency (OCD) fed takes the object mask of the whole clip instead: the
+    frames of ``video`` (a lossless clip of the mask, white = object) by Load Video (OCD) at
+    ``size`` (width, height) and core's ImageToMask. Its Load Video selects frames like the
+    clip's (``window_graph`` then loads a window's). Returns the ids of the nodes replaced."""
+    replaced = [i for i, n in prompt.items() if n["class_type"] == "OCD_AutoSaliency"]
+    if not replaced:
+        return []
+    load, to_mask = "ocd_clip_mask_load", "ocd_clip_mask"
+    prompt[load] = {"class_type": "OCD_LoadVideo",
+                    "inputs": {"video": video, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1,
+                               "force_rate": 0.0, "width": size[0], "height": size[1], "resize_mode": "stretch"},
+                    "_meta": {"title": "Object mask of the whole clip"}}
+    prompt[to_mask] = {"class_type": "ImageToMask", "inputs": {"image": [load, 0], "channel": "red"},
+                       "_meta": {"title": "Object mask"}}
+    feed_from(prompt, {"OCD_AutoSaliency"}, [to_mask, 0])
+    return replaced
+
+
+def number_frames(prompt: dict, first_frame: int, anchors: int) -> list[str]:
+    """Every sampler's ``latent_image`` through Latent Frame Numbers (OCD): its frames numbered
+    by their place in the clip (anchors first), so each frame's noise is the same in every
+    window that holds it. For latents whose frames are a batch. Returns the new nodes' ids."""
+    added = []
+    for node_id, node in list(prompt.items()):
+        latent = node["inputs"].get("latent_image")
+        if isinstance(latent, list):
+            numbered = f"ocd_frame_numbers_{node_id}"
+            prompt[numbered] = {"class_type": "OCD_LatentFrameNumbers",
+                                "inputs": {"samples": latent, "first_frame": first_frame, "anchors": anchors},
+                                "_meta": {"title": "Noise by clip frame"}}
+            node["inputs"]["latent_image"] = [numbered, 0]
+            added.append(numbered)
+    return added

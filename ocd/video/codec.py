@@ -357,10 +357,12 @@ def silence(duration: float, sample_rate: int = SILENT_SAMPLE_RATE, channels: in
     return Sound(torch.zeros((1, channels, samples), dtype=torch.float32), sample_rate, note, warning)
 
 
-def decode_audio(path: str, start: float, duration: float, input_name: str = "video") -> Sound:
+def decode_audio(path: str, start: float, duration: float, input_name: str = "video", tile: bool = False) -> Sound:
     """The sound of ``[start, start + duration)`` seconds of the video's timeline (0 = its first
     frame), resampled to mono/stereo at the track's own rate. A file without a sound track
-    gives silence of that duration; a track shorter than the range is padded with silence."""
+    gives silence of that duration; a track shorter than the range is padded with silence.
+    ``tile``: the range ends at the sample of ``start + duration`` (not ``duration``'s sample
+    count), so consecutive ranges tile the track sample for sample (a clip written in pieces)."""
     if _is_animated_image(path):
         return silence(duration, note="animated image, no sound track: silent AUDIO")
     import av
@@ -381,7 +383,7 @@ def decode_audio(path: str, start: float, duration: float, input_name: str = "vi
         video = container.streams.video[0]
         origin = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
         first = int(round((origin + start) * rate))
-        count = max(0, int(round(duration * rate)))
+        count = max(0, int(round((origin + start + duration) * rate)) - first if tile else int(round(duration * rate)))
         out = np.zeros((1 if channels == 1 else 2, count), np.float32)
         source = stream.codec_context.layout.name if stream.codec_context.layout else f"{channels} channels"
         covered = _decode_sound_range(container, stream, rate, layout, first, count, out)
@@ -396,6 +398,17 @@ def decode_audio(path: str, start: float, duration: float, input_name: str = "vi
         note += f"; the track does not cover {missing / rate:.2f} s of the selection: padded with silence"
     # a few milliseconds short at the end is how tracks are cut (encoder frames), not news
     return Sound(torch.from_numpy(out).unsqueeze(0), rate, note, warning=missing > SHORT_GAP_S * rate)
+
+
+def has_sound(path: str, input_name: str = "video") -> bool:
+    """Whether the file has a sound track."""
+    if _is_animated_image(path):
+        return False
+    container = _open(path, input_name)
+    try:
+        return bool(container.streams.audio)
+    finally:
+        container.close()
 
 
 def _decode_sound_range(container, stream, rate: int, layout: str, first: int, count: int,
@@ -519,65 +532,135 @@ _SOUND_RATES = {"mp4": None, "webm": 48000}  # Opus encodes 48 kHz (PyAV resampl
 
 def _write_av(frames: np.ndarray, path: str, fps: float, fmt: str, crf: int, metadata: dict[str, str],
               sound: tuple[np.ndarray, int] | None) -> None:
-    import av
+    _, h, w, _ = frames.shape
+    with _AVWriter(path, fps, (w, h), fmt, crf, metadata, sound[1] if sound is not None else None,
+                   sound[0].shape[0] if sound is not None else 0) as writer:
+        writer.write(frames, sound[0] if sound is not None else None)
 
-    video_codec, audio_codec, container_options, video_options = _AV_FORMATS[fmt]
-    # yuv420p (the pixel format every player accepts) needs even sides: repeat the last
-    # row/column rather than cropping content away.
-    f, h, w, _ = frames.shape
-    pad_h, pad_w = h % 2, w % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(path, mode="w", format=fmt, options=container_options) as container:
+
+class _AVWriter:
+    """An mp4/webm file written piece by piece: ``write(frames, sound)`` any number of times,
+    the sound of those frames (float32 ``[channels, samples]``) interleaved frame by frame;
+    the streams are finished on leaving the ``with`` block."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int], fmt: str, crf: int, metadata: dict[str, str],
+                 sound_rate: int | None = None, sound_channels: int = 0):
+        import av
+
+        video_codec, audio_codec, container_options, video_options = _AV_FORMATS[fmt]
+        w, h = size
+        # yuv420p (the pixel format every player accepts) needs even sides: repeat the last
+        # row/column rather than cropping content away.
+        self.pad_h, self.pad_w = h % 2, w % 2
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.container = av.open(path, mode="w", format=fmt, options=container_options)
         for key, value in metadata.items():
-            container.metadata[key] = value
-        stream = container.add_stream(video_codec, rate=rate)
-        stream.width, stream.height = w + pad_w, h + pad_h
-        stream.pix_fmt = "yuv420p"
-        stream.options = video_options(crf)
-        audio = _SoundWriter(container, audio_codec, _SOUND_RATES[fmt], *sound) if sound is not None else None
-        for index, frame in enumerate(frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-            if audio is not None:  # interleaved: the sound up to the end of this frame
-                audio.write_until((index + 1) / float(rate))
-        container.mux(stream.encode())
-        if audio is not None:
-            audio.finish()
+            self.container.metadata[key] = value
+        self.stream = self.container.add_stream(video_codec, rate=self.rate)
+        self.stream.width, self.stream.height = w + self.pad_w, h + self.pad_h
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = video_options(crf)
+        self.audio = (_SoundWriter(self.container, audio_codec, _SOUND_RATES[fmt], sound_channels, sound_rate)
+                      if sound_rate else None)
+        self.frames = 0
+
+    def write(self, frames: np.ndarray, sound: np.ndarray | None = None) -> None:
+        import av
+
+        if sound is not None:
+            self.audio.append(sound)
+        if self.pad_h or self.pad_w:
+            frames = np.pad(frames, ((0, 0), (0, self.pad_h), (0, self.pad_w), (0, 0)), mode="edge")
+        for frame in frames:
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                self.container.mux(packet)
+            self.frames += 1
+            if self.audio is not None:  # interleaved: the sound up to the end of this frame
+                self.audio.write_until(self.frames / float(self.rate))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        try:
+            if kind is None:
+                self.container.mux(self.stream.encode())
+                if self.audio is not None:
+                    self.audio.finish()
+        finally:
+            self.container.close()
+        return False
 
 
 class _SoundWriter:
-    """Encodes float32 ``[channels, samples]`` into an audio stream of ``container`` in pieces."""
+    """Encodes float32 ``[channels, samples]`` pieces into an audio stream of ``container``."""
 
-    def __init__(self, container, codec: str, stream_rate: int | None, data: np.ndarray, rate: int):
-        self.container, self.data, self.rate = container, data, int(rate)
-        channels = data.shape[0]
+    def __init__(self, container, codec: str, stream_rate: int | None, channels: int, rate: int):
+        self.container, self.rate = container, int(rate)
+        self.data = np.zeros((channels, 0), np.float32)  # appended, not yet written
         self.layout = CHANNEL_LAYOUTS[channels]
         self.stream = container.add_stream(codec, rate=stream_rate or self.rate)
         # mono stays mono; more than two channels are downmixed by PyAV's resampler on encode
         self.stream.layout = "mono" if channels == 1 else "stereo"
-        self.done = 0
+        self.done = 0  # samples written
+
+    def append(self, data: np.ndarray) -> None:
+        self.data = np.concatenate([self.data, np.asarray(data, np.float32)], axis=1)
 
     def write_until(self, seconds: float) -> None:
         import av
 
-        end = min(self.data.shape[1], int(round(seconds * self.rate)))
+        end = min(self.done + self.data.shape[1], int(round(seconds * self.rate)))
         if end <= self.done:
             return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self.data[:, self.done:end]), format="fltp",
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self.data[:, :end - self.done]), format="fltp",
                                            layout=self.layout)
         frame.sample_rate = self.rate
         frame.pts = self.done
         frame.time_base = Fraction(1, self.rate)
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
+        self.data = self.data[:, end - self.done:]
         self.done = end
 
     def finish(self) -> None:
-        self.write_until(self.data.shape[1] / self.rate)
+        self.write_until((self.done + self.data.shape[1]) / self.rate)
         for packet in self.stream.encode(None):
             self.container.mux(packet)
+
+
+class StreamWriter:
+    """An mp4/webm written piece by piece (a long clip that is never whole in memory), to a
+    hidden partial file beside ``path``, renamed to ``path`` when the ``with`` block ends
+    without error and removed otherwise: the file appears complete or not at all.
+    ``sound_rate``/``sound_channels``: the sound each ``write`` brings (none when 0)."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int], fmt: str = "mp4", crf: int = 19,
+                 metadata: dict[str, str] | None = None, sound_rate: int = 0, sound_channels: int = 0):
+        if fmt not in SOUND_FORMATS:
+            raise OCDInputError("format", f"a clip written piece by piece is one of {SOUND_FORMATS}, got '{fmt}'")
+        if not (0 < fps <= 1000):
+            raise OCDInputError("frame_rate", f"must be in (0, 1000], got {fps}")
+        self.path, self.args = path, (fps, size, fmt, crf, metadata or {}, sound_rate, sound_channels)
+
+    def __enter__(self):
+        self.tmp = _new_partial_file(os.path.dirname(os.path.abspath(self.path)), "." + self.args[2])
+        try:
+            self.writer = _AVWriter(self.tmp, *self.args)
+        except BaseException:
+            os.remove(self.tmp)
+            raise
+        return self.writer
+
+    def __exit__(self, kind, error, trace):
+        try:
+            self.writer.__exit__(kind, error, trace)
+            if kind is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+        return False
 
 
 def _write_animated_image(frames: np.ndarray, path: str, fps: float, fmt: str, crf: int) -> None:

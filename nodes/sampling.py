@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ocd import host
+from ..ocd import host, windows
+from ..ocd.errors import OCDInputError
 from ..ocd.sampling.comfy_feature_reuse import apply_feature_reuse
 from ..ocd.sampling.comfy_sampler import sample_dual_rate
 from ..ocd.sampling.dual_rate import BLEND_MODES, DualRateSettings
@@ -142,4 +143,44 @@ class FeatureReuse(OCDNode):
         return io.NodeOutput(apply_feature_reuse(model, settings))
 
 
-NODES = [DualRateKSampler, FeatureReuse]
+class LatentFrameNumbers(OCDNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OCD_LatentFrameNumbers",
+            display_name="Latent Frame Numbers (OCD)",
+            category="OCD/sampling",
+            description="Numbers a latent's frames by their place in the whole clip, so a sampler draws each "
+            "frame's noise by its number (ComfyUI's batch_index): a long clip edited in windows, one run each "
+            "(python -m ocd edit does), gives a frame the same noise in every window that holds it, and its "
+            "anchor frames the noise they had in the first window. Without it every window draws its noise "
+            "from its first frame on, so two windows give the frames they share different noise. For latents "
+            "whose frames are a batch (SD1.5, SDXL); a video transformer's latent (Wan) holds the clip as one "
+            "batch item and is refused.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="A window's latent: its anchor frames first, then its own."),
+                io.Int.Input("first_frame", default=0, min=0, max=10**7,
+                             tooltip="The clip frame number of the window's first own frame (after the anchors)."),
+                io.Int.Input("anchors", default=0, min=0, max=4096,
+                             tooltip="How many of the latent's first frames are the clip's first frames (0, 1, "
+                             "...), edited in front of the window's own."),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The latent, its frames numbered.")],
+        )
+
+    @classmethod
+    def execute(cls, samples, first_frame, anchors) -> io.NodeOutput:
+        latent = samples["samples"]
+        if latent.ndim != 4:
+            raise OCDInputError("samples", f"has shape {tuple(latent.shape)}: a video transformer's latent holds "
+                                "the clip as one batch item, its noise drawn for the whole clip at once; frames "
+                                "can be numbered only where they are a batch (SD1.5, SDXL)")
+        try:
+            numbers = windows.frame_numbers(latent.shape[0], int(first_frame), int(anchors))
+        except ValueError as error:
+            raise OCDInputError("anchors" if str(error).startswith("anchors") else "first_frame",
+                                str(error).split(": ", 1)[1]) from None
+        return io.NodeOutput({**samples, "batch_index": numbers})
+
+
+NODES = [DualRateKSampler, FeatureReuse, LatentFrameNumbers]

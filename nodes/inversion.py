@@ -83,7 +83,8 @@ class InvertLatents(OCDNode):
                     tooltip="Record only layers with at most this many tokens per attention query set "
                     "(1024 = 32x32, FateZero's choice; at 512x512 the 64x64 layers are skipped). On Wan "
                     "every block attends over the whole clip (latent frames x height/16 x width/16 "
-                    "tokens): its record grows with that count squared, so only short, small clips fit.",
+                    "tokens), or over one window under WAN Context Windows: its record grows with that "
+                    "count squared, so only short, small clips (or windows) fit.",
                 ),
                 io.Boolean.Input(
                     "record_cross_attention", default=True,

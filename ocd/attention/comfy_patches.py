@@ -24,6 +24,10 @@ Seam for attention recording/editing (FateZero-style fusion): if the options hol
 (layer, step, heads, frames, token grid, reference frames, which frames each attention row
 holds, the query merge plan, the key/value pool plans and ``key_bias``, the log size of each
 merged key, which a hook computing its own softmax must add to the logits).
+
+Under context windows (core's Context Windows nodes), a CALC_COND_BATCH wrapper hands the
+hook and a video transformer's cross-attention record the window of each batch they run in
+(``in_window``): records are kept per window, and an edit fuses each window's own maps.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from .token_merge import MergePlan, TokenMergeSettings, plan_token_sets
 
 _QUERY_MERGE = "ocd_query_merge"  # stashed per block call: (plan, layout) from attn1_patch to output patch
 _PAIRING_WRAPPER_KEY = "ocd_token_merge"
+_WINDOW_WRAPPER_KEY = "ocd_attention_window"
 
 log = logging.getLogger("ocd.attention")
 
@@ -227,7 +232,8 @@ class CrossAttentionRecorder(SharedAcrossClones):
             return n, context, value
         per_group = n.shape[0] // host.cfg_groups(extra_options, n.shape[0])
         self.record.add(host.step_index(extra_options), layer, grid, module.to_q(n[:per_group]),
-                        module.to_k(context[:per_group]), host.attention_heads(extra_options))
+                        module.to_k(context[:per_group]), host.attention_heads(extra_options),
+                        window=host.context_window(extra_options))
         return n, context, value
 
 
@@ -327,6 +333,33 @@ def restrict_to_crop(model_patcher, crop_mask: Callable[[torch.Tensor], torch.Te
     return patched
 
 
+def _in_context_window(executor, *args, **kwargs):
+    """CALC_COND_BATCH wrapper: under context windows, the attention hook and the cross-attention
+    record of the batch's model calls are told the batch's window (``in_window``). Core's
+    handler runs this once per window, outside every model wrapper (Clockwork feature reuse
+    runs attention without the network's own forward)."""
+    options, window = host.cond_batch_window(args, kwargs)
+    if window is None:
+        return executor(*args, **kwargs)
+    targets = {key: host.call_state(options, key) for key in (host.ATTENTION_HOOK_KEY,
+                                                               host.CROSS_ATTENTION_RECORD_KEY)}
+    targets = {key: t for key, t in targets.items() if hasattr(t, "in_window")}
+    for key, target in targets.items():
+        options[key] = target.in_window(window)
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        options.update(targets)
+
+
+def _install_window_wrapper(model_patcher) -> None:
+    import comfy.patcher_extension
+
+    kind = comfy.patcher_extension.WrappersMP.CALC_COND_BATCH
+    model_patcher.remove_wrappers_with_key(kind, _WINDOW_WRAPPER_KEY)
+    model_patcher.add_wrapper_with_key(kind, _WINDOW_WRAPPER_KEY, _in_context_window)
+
+
 def set_attention_hook(model_patcher, hook: Callable[..., Any] | None):
     """A clone whose attention calls ``hook(attend, q, k, v, call)`` (None removes it). The
     replace is installed on every self-attention block, also without cross-frame attention."""
@@ -335,6 +368,7 @@ def set_attention_hook(model_patcher, hook: Callable[..., Any] | None):
         host.pop_state(patched, host.ATTENTION_HOOK_KEY)
     else:
         host.put_state(patched, host.ATTENTION_HOOK_KEY, hook)
+        _install_window_wrapper(patched)
         if host.family_of(patched).is_transformer:  # the blocks' self-attention (ocd/comfy_dit.py)
             comfy_dit.install(patched)
         else:
@@ -349,6 +383,7 @@ def record_cross_attention(model_patcher, record: CrossAttentionRecord):
     if family.is_transformer:  # per latent frame, from the blocks' text attention (ocd/comfy_dit.py)
         record.temporal_scale = family.temporal_scale
         host.put_state(patched, host.CROSS_ATTENTION_RECORD_KEY, record)
+        _install_window_wrapper(patched)
         comfy_dit.install(patched)
         return patched
     patched.set_model_attn2_patch(CrossAttentionRecorder(record, host.cross_attention_modules(patched)))

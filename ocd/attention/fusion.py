@@ -22,6 +22,12 @@ same number m, so each editing step fuses what its mirror inversion step recorde
 
 Records and hooks are shared across model clones (``ocd.shared``): the sampler that runs a
 clone fills the record the node returned.
+
+Context windows (core's Context Windows nodes, AnimateDiff-Evolved's): the model runs once per
+window, on a part of the clip. Every map is kept with its window (the window's absolute frames,
+None for a call over the whole clip), which the ComfyUI glue hands to each call's hook
+(``in_window``); the edit looks up the map of its own window, so a window's attention is never
+fused into another's frames, and an edit whose windows the inversion did not run in is refused.
 """
 from __future__ import annotations
 
@@ -57,13 +63,19 @@ def attend_with(probabilities: torch.Tensor, v: torch.Tensor, heads: int) -> tor
     return out.transpose(1, 2).reshape(b, probabilities.shape[2], c)
 
 
+Window = tuple[int, ...] | None  # a context window's absolute frames; None: the whole clip
+
+
 @dataclass(eq=False)
 class AttentionRecord(SharedAcrossClones):
     """Self-attention probabilities from an inversion pass.
 
     ``maps[(step, layer)]`` is the list of probability tensors of that layer's attention calls
     at that generation step, in call order (cross-frame attention may attend in several
-    calls), each ``[frames-or-pools, heads, Nq, Nk]`` of the conditional group only.
+    calls; under context windows, each window in turn), each ``[frames-or-pools, heads, Nq,
+    Nk]`` of the conditional group only. ``windows[(step, layer)][i]`` is the context window
+    ``maps[(step, layer)][i]`` was taken in; ``ran_in[step]`` every window the recorded step
+    ran in, recorded layers or not.
     """
 
     steps: frozenset[int]
@@ -71,6 +83,8 @@ class AttentionRecord(SharedAcrossClones):
     dtype: torch.dtype = torch.float16
     device: str | torch.device | None = None  # None: where the attention was computed
     maps: dict[tuple, list[torch.Tensor]] = field(default_factory=dict)
+    windows: dict[tuple, list[Window]] = field(default_factory=dict)
+    ran_in: dict[int, set[Window]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -78,6 +92,25 @@ class AttentionRecord(SharedAcrossClones):
 
     def keys_recorded(self) -> set[tuple]:
         return set(self.maps)
+
+    def add(self, step: int, layer: tuple, window: Window, p: torch.Tensor) -> None:
+        """Keep ``p``, the next attention call of ``layer`` at ``step`` in ``window``."""
+        self.maps.setdefault((step, layer), []).append(p)
+        self.windows.setdefault((step, layer), []).append(window)
+
+    def map_of(self, step: int, layer: tuple, window: Window, index: int) -> torch.Tensor | None:
+        """The map of the ``index``-th attention call of ``layer`` at ``step`` in ``window``."""
+        maps, windows = self.maps.get((step, layer), []), self.windows.get((step, layer), [])
+        mine = [p for p, w in zip(maps, windows) if w == window]
+        return mine[index] if index < len(mine) else None
+
+    def bytes_by_window(self) -> dict[Window, int]:
+        """The record's memory per context window (one entry, None, without windows)."""
+        sizes: dict[Window, int] = {}
+        for key, maps in self.maps.items():
+            for p, window in zip(maps, self.windows[key]):
+                sizes[window] = sizes.get(window, 0) + p.numel() * p.element_size()
+        return sizes
 
 
 def predicted_record_bytes(layer_calls: list[tuple[int, int, int, int]], steps: int, dtype=torch.float16) -> int:
@@ -92,24 +125,58 @@ def _group_batch(call, batch: int) -> tuple[int, int]:
     return call.layout.groups, batch // call.layout.groups
 
 
+class InWindow(SharedAcrossClones):
+    """A hook or record as one model call sees it: its calls (and a record's ``add``) are told
+    the call's context window. Put in that call's options by the ComfyUI glue; every other
+    attribute is the target's."""
+
+    __slots__ = ("target", "window")
+
+    def __init__(self, target, window: Window):
+        self.target = target
+        self.window = window
+
+    def __call__(self, *args, **kwargs):
+        return self.target(*args, window=self.window, **kwargs)
+
+    def add(self, *args, **kwargs):
+        return self.target.add(*args, window=self.window, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+
 class RecordingHook(SharedAcrossClones):
     """Attention hook for the inversion pass: records P of the chosen steps and layers."""
 
     def __init__(self, record: AttentionRecord):
         self.record = record
 
-    def __call__(self, attend, q, k, v, call):
+    def in_window(self, window: Window) -> InWindow:
+        return InWindow(self, window)
+
+    def __call__(self, attend, q, k, v, call, window: Window = None):
         step = call.step  # already the editing step this inversion step mirrors
         heads = call.heads
-        if step not in self.record.steps or q.shape[1] > self.record.max_tokens:
+        if step not in self.record.steps:
+            return attend(q, k, v)
+        self.record.ran_in.setdefault(step, set()).add(window)
+        if q.shape[1] > self.record.max_tokens:
             return attend(q, k, v)
         p = attention_probabilities(q, k, heads, call.key_bias)
         groups, per_group = _group_batch(call, q.shape[0])
         stored = p[:per_group]  # the conditional group: the one the edit replays
         device = self.record.device if self.record.device is not None else stored.device
-        self.record.maps.setdefault((step, call.layer), []).append(
-            stored.to(device=device, dtype=self.record.dtype))
+        self.record.add(step, call.layer, window, stored.to(device=device, dtype=self.record.dtype))
         return attend_with(p, v, heads).to(v.dtype)
+
+
+def _frames_text(window: Window) -> str:
+    if window is None:
+        return "the whole clip"
+    if list(window) == list(range(window[0], window[0] + len(window))):
+        return f"frames {window[0]}-{window[-1]}"
+    return f"frames {', '.join(map(str, window))}"
 
 
 class FusionHook(SharedAcrossClones):
@@ -121,15 +188,25 @@ class FusionHook(SharedAcrossClones):
         self.replace_steps = replace_steps
         self.mask = mask  # [F, H, W] in 0..1 (latent or any resolution), None = replace
         self.node = node  # the graph node that asked for the fusion (ocd.report.NodeRef), for the report
-        self._call_index: dict[tuple, int] = {}
+        self._call_index: dict[tuple, int] = {}  # (step, layer, window) -> attention calls so far
         self.fused: list[tuple] = []  # (step, layer) pairs fused so far, for inspection
-        self.missing: set[tuple] = set()  # (step, layer, call) asked for but not in the record
+        self.missing: set[tuple] = set()  # (step, layer, window, call) asked for but not in the record
 
-    def _recorded(self, step: int, layer: tuple, index: int):
-        maps = self.record.maps.get((step, layer))
-        if maps is None or index >= len(maps):
-            return None
-        return maps[index]
+    def in_window(self, window: Window) -> InWindow:
+        return InWindow(self, window)
+
+    def _check_window(self, step: int, window: Window) -> None:
+        """Refuse a context window the inversion did not run in at this step: its frames have no
+        recorded attention, and another window's would put the wrong frames' structure there."""
+        ran_in = self.record.ran_in.get(step)
+        if not ran_in or window in ran_in:
+            return
+        recorded = "; ".join(sorted(_frames_text(w) for w in ran_in))
+        raise OCDInputError(
+            "inversion", f"its attention record of step {step} was taken in context windows of {recorded}, but "
+            f"this edit attends in {_frames_text(window)}: edit with the inversion's context windows (connect "
+            "the same Context Windows node settings to both, with a schedule whose windows stay the same from "
+            "step to step: standard_static or batched; the uniform schedules move them step by step)")
 
     def _query_mask(self, call, tokens: int, per_group: int, device) -> torch.Tensor:
         """The blend mask's object weight of every query, ``[per_group, 1, Nq, 1]``.
@@ -163,18 +240,19 @@ class FusionHook(SharedAcrossClones):
         rows = call.query_rows or [(p,) for p in range(call.layout.count)]
         return torch.stack([torch.cat([per_frame[p] for p in row]) for row in rows])
 
-    def __call__(self, attend, q, k, v, call):
+    def __call__(self, attend, q, k, v, call, window: Window = None):
         step, layer = call.step, call.layer
         key = (step, layer)
-        index = self._call_index.get(key, 0)
-        self._call_index[key] = index + 1
+        index = self._call_index.get((step, layer, window), 0)
+        self._call_index[(step, layer, window)] = index + 1
         if step not in self.replace_steps:
             return attend(q, k, v)
-        recorded = self._recorded(step, layer, index)
+        self._check_window(step, window)
+        recorded = self.record.map_of(step, layer, window, index)
         if recorded is None:
-            if (step, layer, index) not in self.missing and any(layer == lay for _, lay in self.record.maps):
+            if (step, layer, window, index) not in self.missing and any(layer == lay for _, lay in self.record.maps):
                 # a recorded layer without a map for this step or call: the edit's own attention is used
-                self.missing.add((step, layer, index))
+                self.missing.add((step, layer, window, index))
                 if call.report is not None and self.node is not None:
                     call.report.warn(self.node, "the inversion recorded no attention for some fused steps "
                                      f"(first: step {step}, layer {layer}): those use the edit's own attention; "
@@ -220,7 +298,8 @@ class CrossAttentionRecord(SharedAcrossClones):
     ``maps[(step, layer)]`` is ``[frames, h*w, text_tokens]`` (conditional group, float16) and
     ``grids[layer]`` the layer's token grid ``(h, w)``. Filled by the cross-attention recorder
     of ocd/attention/comfy_patches.py (an attn2 patch), which recomputes q and k with the
-    block's own projections.
+    block's own projections. Under context windows each window fills its own frames of the
+    clip's map; a frame in several windows gets their mean.
     """
 
     max_tokens: int
@@ -229,6 +308,8 @@ class CrossAttentionRecord(SharedAcrossClones):
     # video frames per map frame: 1 (a UNet's frames), or a causal video VAE's latent frames
     # (the first frame alone, then ``temporal_scale`` each)
     temporal_scale: int = 1
+    # (step, layer) -> [frames]: how many context windows filled each frame of the map
+    windows_per_frame: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -237,11 +318,31 @@ class CrossAttentionRecord(SharedAcrossClones):
     def wants(self, tokens: int) -> bool:
         return tokens <= self.max_tokens
 
+    def in_window(self, window: Window) -> InWindow:
+        return InWindow(self, window)
+
     def add(self, step: int, layer: tuple, token_grid: tuple[int, int], q: torch.Tensor, k: torch.Tensor,
-            heads: int) -> None:
-        """Record one layer's cross-attention: q [F, h*w, C] of the conditional group, k [F, T, C]."""
-        self.maps[(step, layer)] = attention_probabilities(q, k, heads).mean(1).to(torch.float16)  # [F, h*w, T]
+            heads: int, window: Window = None) -> None:
+        """Record one layer's cross-attention: q [F, h*w, C] of the conditional group, k [F, T, C];
+        ``window``: the F frames' absolute indices under context windows (None: the whole clip)."""
+        p = attention_probabilities(q, k, heads).mean(1).to(torch.float16)  # [F, h*w, T]
         self.grids[layer] = (int(token_grid[0]), int(token_grid[1]))
+        key = (step, layer)
+        if window is None or len(window) != p.shape[0]:
+            self.maps[key] = p
+            self.windows_per_frame.pop(key, None)
+            return
+        old, count = self.maps.get(key), self.windows_per_frame.get(key)
+        frames = max(max(window) + 1, 0 if old is None or count is None else old.shape[0])
+        full = p.new_zeros((frames,) + p.shape[1:])
+        counts = torch.zeros(frames)
+        if old is not None and count is not None:
+            full[: old.shape[0]], counts[: count.shape[0]] = old, count
+        rows = list(window)
+        n = counts[rows].view(-1, 1, 1)
+        full[rows] = ((full[rows].float() * n + p.float()) / (n + 1)).to(full.dtype)
+        counts[rows] += 1
+        self.maps[key], self.windows_per_frame[key] = full, counts
 
 
 def word_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> list[int]:

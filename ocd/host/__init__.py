@@ -22,7 +22,8 @@ Every ComfyUI import is inside a function, so ``ocd`` imports without ComfyUI.
 from .calls import (ATTENTION_HOOK_KEY, CROSS_ATTENTION_RECORD_KEY, CROSS_FRAME_KEY, DIT_CALL_KEY, DIT_RUN_KEY, FEATURE_CACHE_KEY,
                     FEATURE_REUSE_KEY, RUN_REPORT_KEY, STEP_SCHEDULE_KEY, TOKEN_MERGE_KEY, TOKEN_STEPS_KEY,
                     activation_grid, attention_heads, attention_precision, attn1_replace_of, batch_identity, block_of,
-                    call_sigma, call_state, cfg_groups, frame_layout, guider_has_controlnet, guider_options,
+                    call_sigma, call_state, cfg_groups, cond_batch_window, context_window, context_window_schedule_length,
+                    frame_layout, guider_has_controlnet, guider_options,
                     guider_state, has_patch, layer_of, pop_state, put_state, run_latent, run_sigmas, stash, state_of, step_index, take, token_grid, with_step_callback)
 from .conditioning import crop_conditioning
 from .models import (FAMILIES, DiffusionCall, ModelFamily, ReusePoints, SDUNet, TokenGrid, WanDiT, WorkCounter,

@@ -20,6 +20,7 @@ settings); what is put there derives from ``ocd.shared.SharedAcrossClones``.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -196,13 +197,7 @@ def frame_layout(batch: int, options: dict) -> FrameLayout:
     if groups != len(options.get("cond_or_uncond") or [0]):
         unread = f"a batch of {batch} is not {len(options['cond_or_uncond'])} CFG groups of equal size: read as one"
     count = batch // groups
-    frames = None
-    ad_params = options.get("ad_params")
-    window = options.get("context_window")
-    if isinstance(ad_params, dict) and ad_params.get("sub_idxs") is not None:
-        frames = ad_params["sub_idxs"]
-    elif window is not None and getattr(window, "index_list", None) is not None:
-        frames = window.index_list
+    frames = context_window(options)
     if frames is not None and len(frames) != count:
         # A context window that does not describe this batch (e.g. a stale entry): the batch
         # is taken as the whole clip.
@@ -212,6 +207,17 @@ def frame_layout(batch: int, options: dict) -> FrameLayout:
     if frames is None:
         frames = range(count)
     return FrameLayout(groups, tuple(int(f) for f in frames), unread)
+
+
+def context_window(options: dict) -> tuple[int, ...] | None:
+    """The absolute frames of the context window this call runs on (AnimateDiff-Evolved's
+    ``sub_idxs`` or core's ``context_window.index_list``: a UNet's frames, a video
+    transformer's latent frames), or None when the call runs on the whole clip."""
+    ad_params = options.get("ad_params")
+    if isinstance(ad_params, dict) and ad_params.get("sub_idxs") is not None:
+        return tuple(int(f) for f in ad_params["sub_idxs"])
+    index = getattr(options.get("context_window"), "index_list", None)
+    return tuple(int(f) for f in index) if index is not None else None
 
 
 def attention_heads(options: dict) -> int:
@@ -228,6 +234,45 @@ def batch_identity(batch_shape, options: dict) -> tuple:
     uncond may run in one call or in two), and the absolute frames (context windows)."""
     layout = frame_layout(int(batch_shape[0]), options)
     return tuple(batch_shape), tuple(options.get("cond_or_uncond") or ()), layout.frames
+
+
+def cond_batch_window(args: tuple, kwargs: dict) -> tuple[dict, tuple[int, ...] | None]:
+    """A CALC_COND_BATCH wrapper's call ``(model, conds, x_in, timestep, model_options)``
+    (comfy/samplers.py, 0.3.75): the running sampling run's transformer options (what every
+    model call of the batch copies) and the context window the batch is of, or None. Core's
+    handler runs one such call per window and leaves the last window in the options: a
+    window that is not the batch's size along the handler's dimension is not this batch's."""
+    values = dict(zip(("model", "conds", "x_in", "timestep", "model_options"), args), **kwargs)
+    model_options = values["model_options"]
+    options = model_options.setdefault("transformer_options", {})
+    window = context_window(options)
+    handler, x = model_options.get("context_handler"), values.get("x_in")
+    dim = getattr(handler, "dim", None)
+    if window is not None and dim is not None and (x is None or x.ndim <= dim or x.shape[dim] != len(window)):
+        window = None
+    return options, window
+
+
+def context_window_schedule_length(model_patcher, latent: torch.Tensor) -> int | None:
+    """The one schedule length (sigmas) that core's context windows on ``model_patcher`` can
+    step a sampler through on ``latent``, or None where any length works or no window applies.
+
+    Core 0.3.75's ``IndexListContextHandler.set_step`` compares the run's ``sample_sigmas`` with
+    the call's timestep batch element by element: where the batch is the windowed frames (a
+    UNet's frames, dim 0) only as many sigmas as frames pass, whatever the sampler. Probed on a
+    copy of the handler, so a host that compares one timestep passes."""
+    handler = model_patcher.model_options.get("context_handler")
+    dim, length = getattr(handler, "dim", None), getattr(handler, "context_length", None)
+    if not hasattr(handler, "set_step") or dim is None or length is None or latent.ndim <= dim \
+            or latent.shape[dim] <= length:
+        return None
+    batch = int(latent.shape[0])
+    schedule = torch.linspace(1.0, 0.0, batch + 2)  # not the batch's length; holds the timestep's sigma
+    try:
+        copy.copy(handler).set_step(torch.ones(batch), {"transformer_options": {"sample_sigmas": schedule}})
+    except RuntimeError:
+        return batch
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

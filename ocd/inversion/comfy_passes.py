@@ -88,6 +88,18 @@ class _TrajectoryRecorder:
         return self.states[::-1] + [source.detach().float().cpu()]
 
 
+def _check_context_windows(model, latent: torch.Tensor, sigmas: torch.Tensor, input_name: str) -> None:
+    """Refuse a schedule that core's context windows on ``model`` cannot step through (ComfyUI
+    0.3.75 over a UNet's frames: only as many sigmas as frames), by name, before any work."""
+    needed = host.context_window_schedule_length(model, latent)
+    if needed is not None and len(sigmas) != needed:
+        raise OCDInputError(input_name, f"{len(sigmas) - 1} steps with the model under core's context windows over "
+                            f"its {needed} frames: this ComfyUI steps a sampler through them only with {needed - 1} "
+                            "steps (IndexListContextHandler.set_step compares the schedule's sigmas with the frames' "
+                            f"timesteps one by one): set steps to {needed - 1} on Invert Latents (OCD), or remove "
+                            "the context windows")
+
+
 def _run(model, latent: torch.Tensor, sigmas, solver, positive, negative, cfg, callback, noise_mask=None):
     import comfy.sample
 
@@ -134,6 +146,7 @@ def invert(
     owner = report.owner or INVERT_NODE
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     sigmas = generation_sigmas(model, scheduler, steps, depth)
+    _check_context_windows(model, latent, sigmas, "steps")
     model = comfy_report.attach(model, report)
     extras = {}
     if record_attention > 0:
@@ -177,11 +190,17 @@ def invert(
 
 
 def describe_record(attention: AttentionRecord, model) -> dict:
-    """The attention record as the run report shows it."""
+    """The attention record as the run report shows it. Under context windows it also says
+    how the record splits over them: ``windows`` recorded and the largest one's share
+    (``largest_window_MiB``); a longer clip adds windows of the same size."""
     device = attention.device if attention.device is not None else str(host.compute_device())
-    return {"steps": sorted(attention.steps), "layers": len({layer for _, layer in attention.maps}),
-            "maps": sum(len(v) for v in attention.maps.values()), "MiB": round(attention.nbytes / 2**20, 2),
-            "dtype": str(attention.dtype).replace("torch.", ""), "device": str(device)}
+    facts = {"steps": sorted(attention.steps), "layers": len({layer for _, layer in attention.maps}),
+             "maps": sum(len(v) for v in attention.maps.values()), "MiB": round(attention.nbytes / 2**20, 2),
+             "dtype": str(attention.dtype).replace("torch.", ""), "device": str(device)}
+    by_window = attention.bytes_by_window()
+    if any(window is not None for window in by_window):
+        facts.update(windows=len(by_window), largest_window_MiB=round(max(by_window.values()) / 2**20, 2))
+    return facts
 
 
 def _check(record: InversionRecord, latent: torch.Tensor, model) -> None:
@@ -250,6 +269,7 @@ def edit(
     lists the (step, layer) pairs it fused. ``report``: the node's run report.
     """
     _check(record, inverted, model)
+    _check_context_windows(model, inverted, record.generation_sigmas, "inversion")
     report = report if report is not None else RunReport()
     owner = report.owner or EDIT_NODE
     blend_mask = _blend_mask(record, blend_mask, "blend_mask")
@@ -310,15 +330,23 @@ class CropReinversion:
 
 class _DualRateEdit(DualRateHooks):
     """The inversion edit's hooks in the dual-rate run: fusion in the whole-frame phases, the
-    crop's own inversion for the foreground branch."""
+    crop's own inversion for the foreground branch. ``windows_schedule``: the one schedule
+    length core's context windows on the model can step through (None: any)."""
 
     def __init__(self, fusion: FusionHook | None, reinversion: CropReinversion | None,
-                 observer: DualRateHooks | None):
+                 observer: DualRateHooks | None, windows_schedule: int | None = None):
         self.fusion = fusion
         self.reinversion = reinversion
         self.observer = observer or DualRateHooks()
+        self.windows_schedule = windows_schedule
 
     def phase_model(self, phase, model):
+        if phase != "full" and self.windows_schedule is not None:
+            raise OCDInputError("model", "runs under core's context windows over its frames, which this ComfyUI "
+                                f"steps a sampler through only over a whole schedule of {self.windows_schedule} "
+                                "sigmas (IndexListContextHandler.set_step); the dual-rate edit samples its "
+                                "branches over parts of the schedule: use Edit From Inversion (OCD) with the mask "
+                                "as its blend_mask under context windows, or remove them")
         if self.fusion is None or phase == "foreground":
             return model
         return set_attention_hook(model, self.fusion)
@@ -369,6 +397,7 @@ def edit_dual_rate(
     Returns ``(DualRateResult, FusionHook | None)``.
     """
     _check(record, inverted, model)
+    _check_context_windows(model, inverted, record.generation_sigmas, "inversion")
     report = report if report is not None else RunReport()
     owner = report.owner or NodeRef("Dual-Rate Edit From Inversion (OCD)")
     negative = _negative_or_empty(negative, cfg)
@@ -380,8 +409,8 @@ def edit_dual_rate(
     reinversion = CropReinversion(record) if reinvert_object else None
     start = DualRateStart(inverted, torch.zeros_like(inverted, device="cpu"), record.generation_sigmas,
                           ocd_sampler(record.solver), record.solver)
-    result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, noise_mask,
-                           _DualRateEdit(fusion, reinversion, observer), report)
+    hooks = _DualRateEdit(fusion, reinversion, observer, host.context_window_schedule_length(model, inverted))
+    result = run_dual_rate(model, start, cfg, positive, negative, mask, settings, noise_mask, hooks, report)
     return result, fusion
 
 

@@ -116,16 +116,17 @@ def _window_frames(base: Path, outputs: dict, name: str, count: int) -> np.ndarr
     return np.stack(frames)
 
 
-CLIP_MASK = "ocd_clip_mask.webp"
+CLIP_MASK = "ocd_clip_mask.mp4"
 
 
 def clip_mask(a, base: Path, nodes, info: dict, names: dict, plan: windows.WindowPlan, parts: Path) -> str | None:
     """The object mask of the whole clip, made once by the template's own Auto Saliency (OCD)
     (its settings, on the clip's frames at its working size) and kept with the parts as a
-    lossless animated WebP (reused by ``--resume``): every window takes its frames of it, so all
-    windows agree on the object (masks made window by window disagree where they overlap: each
-    window's threshold and motion statistics are its own). None when the template makes no
-    mask with Auto Saliency or ``--mask`` gives one."""
+    lossless mp4 (x264 at crf 0: an animated WebP would merge identical frames), reused by
+    ``--resume``: every window takes its frames of it, so all windows agree on the object
+    (masks made window by window disagree where they overlap: each window's threshold and
+    motion statistics are its own). None when the template makes no mask with Auto Saliency
+    or ``--mask`` gives one."""
     if getattr(a, "mask", None) not in (None, "auto"):
         return None
     job = argparse.Namespace(**{**vars(a), "fit_frames": None})
@@ -145,10 +146,10 @@ def clip_mask(a, base: Path, nodes, info: dict, names: dict, plan: windows.Windo
                  "image": {"class_type": "MaskToImage", "inputs": {"mask": ["mask", 0]}},
                  "save": {"class_type": "OCD_SaveVideo",
                           "inputs": {"images": ["image", 0], "frame_rate": 8.0, "filename_prefix": "OCD/clip_mask",
-                                     "format": "webp", "crf": 0, "save_output": True}}}
+                                     "format": "mp4", "crf": 0, "save_output": True}}}
         print(f"the object mask of the whole clip ({plan.frames} frames at {working} px)...", file=sys.stderr)
         outputs, _ = comfy_cli.run_prompt(nodes, graph, cache=True)
-        (item,) = [i for out in outputs.values() for i in out.get("images", []) if i["filename"].endswith(".webp")]
+        (item,) = [i for out in outputs.values() for i in out.get("images", []) if i["filename"].endswith(".mp4")]
         made = base / item["type"] / item["subfolder"] / item["filename"]
         tmp = kept.with_name(kept.name + ".tmp")
         shutil.move(made, tmp)

@@ -338,13 +338,19 @@ class PeakMemory:
     itself (``total_mib``: resident before the block and the block's own).
 
     On the CPU the C heap is trimmed first: glibc keeps the pages an earlier, larger run
-    freed, so without the trim a later run reuses them and its peak reads as zero."""
+    freed, so without the trim a later run reuses them and its peak reads as zero. ``device``:
+    "cpu" or "cuda..." (default: the GPU when there is one)."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.mib = float("nan")
 
     def __enter__(self):
         import torch
 
-        self.cuda = torch.cuda.is_available()
+        self.cuda = torch.cuda.is_available() if self.device is None else self.device.startswith("cuda")
         if self.cuda:
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
@@ -368,6 +374,7 @@ class PeakMemory:
         import torch
 
         if self.cuda:
+            torch.cuda.synchronize()
             self.total_mib = torch.cuda.max_memory_allocated() / 2**20
             self.mib = self.total_mib - self.start / 2**20
         else:

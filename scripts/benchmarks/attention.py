@@ -23,8 +23,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import math
 import statistics
 import sys
@@ -41,48 +39,7 @@ from scripts.benchmarks.report import command_line, machine_description, markdow
 # Memory
 # ---------------------------------------------------------------------------------------------
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class PeakMemory:
-    """Peak memory of a block of code above what was resident when it started, in MiB."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.mib = float("nan")
-
-    def __enter__(self):
-        import torch
-
-        gc.collect()
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            self.start = _status_kib("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
-        else:
-            self.mib = (_status_kib("VmHWM") - self.start) / 1024
-        return False
+from ocd.comfy_cli import PeakMemory  # noqa: E402  (peak memory of a block, CPU RSS or GPU)
 
 
 class AttentionPeakMemory:

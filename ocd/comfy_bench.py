@@ -55,18 +55,11 @@ def warping_errors(frames) -> list[float]:
     return errors
 
 
-def warping_error(frames) -> float:
-    """Mean flow-warping error over consecutive pairs (``warping_errors``)."""
-    errors = warping_errors(frames)
-    return sum(errors) / max(1, len(errors))
-
-
-def seam_consistency(frames, plan) -> dict:
-    """How well windows join: the flow-warping error and the PSNR between consecutive frames,
-    over the pairs at window boundaries (``windows.seam_pairs``: in and around each cross-fade)
-    against the pairs inside windows. A seam that shows has a higher warping error and a
-    lower PSNR at the boundaries than inside."""
-    errors = warping_errors(frames)
+def seam_consistency(frames, plan, errors: list[float]) -> dict:
+    """How well windows join: the flow-warping error (``errors``, ``warping_errors(frames)``)
+    and the PSNR between consecutive frames, over the pairs at window boundaries
+    (``windows.seam_pairs``: in and around each cross-fade) against the pairs inside windows.
+    A seam that shows has a higher warping error and a lower PSNR at the boundaries than inside."""
     at = windows.seam_pairs(plan)
     pairs = range(len(errors))
 
@@ -160,7 +153,8 @@ def _warm_up(nodes, job, info, names) -> None:
 
 
 def _run_whole(job, base, nodes, info, names, plan):
-    """The preset's template on the whole clip: (seconds, run reports, frames, memory, work)."""
+    """The preset's template on the whole clip: (seconds, run reports, frames, memory, work,
+    row facts of windowed runs: none)."""
     prompt = comfy_cli.build_prompt(job, info, names)
     _warm_up(nodes, job, info, names)
     with PeakMemory() as memory, host.WorkCounter() as work:
@@ -170,13 +164,15 @@ def _run_whole(job, base, nodes, info, names, plan):
     report = comfy_cli.summarise(outputs, messages, seconds, memory.mib)
     saved = next(item for out in outputs.values() for item in out.get("images", [])
                  if item.get("filename", "").endswith(".mp4"))
-    return seconds, report["runs"], _decode(base / saved["type"] / saved["subfolder"] / saved["filename"]), memory, work
+    frames = _decode(base / saved["type"] / saved["subfolder"] / saved["filename"])
+    return seconds, report["runs"], frames, memory, work, {}
 
 
 def _run_windowed(job, base, nodes, info, names, plan):
     """The preset's template window by window, as ``python -m ocd edit`` runs a long clip (parts
     on disk, the clip assembled and written with its sound): (seconds, run reports, frames,
-    memory, work). Warm-up: the last window at one step."""
+    memory, work, the windows' disagreement on the frames they share). Warm-up: the last
+    window at one step."""
     import tempfile
 
     import numpy as np
@@ -191,9 +187,8 @@ def _run_windowed(job, base, nodes, info, names, plan):
             runs = comfy_windows.run_windows(job, base, nodes, info, names, plan, parts, {"done": {}})
             comfy_windows.write_clip(job, plan, parts, parts / "clip.mp4")
             seconds = time.perf_counter() - start
-        runs[0]["overlap_disagreement"] = windows.overlap_disagreement(
-            plan, lambda w: np.load(parts / f"window{w.index:05d}.npy"))
-        return seconds, runs, _decode(parts / "clip.mp4"), memory, work
+        disagreement = windows.overlap_disagreement(plan, lambda w: np.load(parts / f"window{w.index:05d}.npy"))
+        return seconds, runs, _decode(parts / "clip.mp4"), memory, work, {"overlap_disagreement": disagreement}
 
 
 def bench(a) -> list[dict]:
@@ -212,24 +207,22 @@ def bench(a) -> list[dict]:
             label = _label(preset, clock)
             job = _job(a, preset, clock)
             run = _run_windowed if len(plan.windows) > 1 else _run_whole
-            seconds, runs, frames, memory, work = run(job, base, nodes, info, names, plan)
+            seconds, runs, frames, memory, work, windowed = run(job, base, nodes, info, names, plan)
             pixels = sum(p["latent_pixels"] for r in runs for p in r["phases"].values())
             records = [s["facts"]["attention_record"] for r in runs for s in r["nodes"].values()
                        if "attention_record" in s["facts"]]
-            per_window = {}
-            for r in runs:  # the largest record a window (a run) held
-                sizes = comfy_windows.record_sizes([r])
-                per_window[r["run_id"]] = sum(sizes.values())
+            errors = warping_errors(frames)
             row = {"preset": label, "clock": clock, "seconds": seconds,
                    "evaluations": sum(r["unet_evaluations"] for r in runs), "latent_pixels": pixels,
                    "peak_mib": memory.mib, "frames": frames, "calls": work.calls, "block_tokens": work.block_tokens,
                    "record": records[0] if records else None, "windows": len(plan.windows),
-                   "records_mib": max(per_window.values(), default=0.0),
+                   # the largest records one sampling run held
+                   "records_mib": max((sum(comfy_windows.record_sizes([r]).values()) for r in runs), default=0.0),
                    "reused_evaluations": sum(s["facts"].get("reused_evaluations", 0)
                                              for r in runs for s in r["nodes"].values()),
-                   "warping_error": warping_error(frames)}
+                   "warping_error": sum(errors) / max(1, len(errors)), **windowed}
             if len(plan.windows) > 1:
-                row.update(seam_consistency(frames, plan), overlap_disagreement=runs[0]["overlap_disagreement"])
+                row.update(seam_consistency(frames, plan, errors))
             results.append(row)
             print(f"{a.pipeline}/{label}: {seconds:.1f} s, {row['evaluations']} model evaluations", flush=True)
         vanilla = results[0]

@@ -180,15 +180,20 @@ def check_arguments(a) -> None:
                                  "ComfyUI install), or --random-weights for a smoke run")
 
 
+def clip_frames(a, video: Path) -> int:
+    """The frames ``--frames`` asks of the clip (0: all), fewer when the clip is shorter."""
+    from .video import codec
+
+    clip = len(codec.select_frames(codec.probe_video(str(video))))
+    return min(a.frames or clip, clip)
+
+
 def frames_to_load(a, video: Path) -> int:
     """The frames Load Video will load (``--frames``, fewer when the clip is shorter), checked
     against the pipeline's frame rule: a count its latent cannot hold is cut or padded as
     ``--fit-frames`` says, never silently."""
-    from .video import codec
-
     pipeline = pipeline_of(a)
-    clip = len(codec.select_frames(codec.probe_video(str(video))))
-    frames = min(a.frames or clip, clip)
+    frames = clip_frames(a, video)
     if pipeline.frames_ok(frames) or len(window_plan(a, frames).windows) > 1:  # windows hold 4k+1 each
         return frames
     cut, pad = pipeline.fitted_frames(frames, "cut"), pipeline.fitted_frames(frames, "pad")

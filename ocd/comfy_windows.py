@@ -232,17 +232,18 @@ def write_clip(a, plan: windows.WindowPlan, parts: Path, out: Path) -> dict:
     def sound_of(first: int, count: int) -> codec.Sound:
         return codec.decode_audio(video, first / fps, count / fps, tile=True)
 
-    probe = sound_of(0, 1) if sound else None
-    rate, channels = (probe.sample_rate, probe.waveform.shape[1]) if sound else (0, 0)
     pieces = windows.assemble(plan, lambda w: np.load(parts / f"window{w.index:05d}.npy"))
     first_index, first = next(pieces)
+    first_sound = sound_of(first_index, len(first)) if sound else None  # its rate and channels open the stream
+    rate, channels = (first_sound.sample_rate, first_sound.waveform.shape[1]) if sound else (0, 0)
     written = 0
     with codec.StreamWriter(str(out), fps, (first.shape[2], first.shape[1]), sound_rate=rate,
                             sound_channels=channels) as writer:
         for index, frames in [(first_index, first), *pieces]:
             if index != written:
                 raise RuntimeError(f"window assembly skipped frames {written}-{index - 1}")
-            writer.write(frames, sound_of(index, len(frames)).waveform[0].numpy() if sound else None)
+            piece = (first_sound if index == first_index else sound_of(index, len(frames))) if sound else None
+            writer.write(frames, piece.waveform[0].numpy() if sound else None)
             written += len(frames)
     return {"frames": written, "fps": fps, "sound": f"{rate} Hz, {channels} channel(s)" if sound else "none"}
 
@@ -251,11 +252,8 @@ def edit(a) -> dict:
     """``python -m ocd edit``: the whole clip in one run when it fits a window, else window by window."""
     comfy_cli.check_arguments(a)
     out = output_path(a)
-    from .video import codec
-
-    clip = len(codec.select_frames(codec.probe_video(str(a.video)))) if Path(a.video).is_file() else 0
-    frames = min(a.frames or clip, clip)
-    plan = comfy_cli.window_plan(a, frames) if clip else None
+    clip = comfy_cli.clip_frames(a, Path(a.video)) if Path(a.video).is_file() else 0
+    plan = comfy_cli.window_plan(a, clip) if clip else None
     if plan is None or len(plan.windows) == 1:
         if getattr(a, "resume", False):
             print("note: --resume: the clip is edited in one run (it fits one window): nothing to resume",
